@@ -160,11 +160,12 @@ fn shape(
         InputFormat::Envelope => Some(Shape::Envelope),
         InputFormat::Flattened => Some(Shape::Flattened),
         InputFormat::Auto => {
+            let flattened = payload.contains_key("__op")
+                || payload.contains_key("__deleted")
+                || schema_name.is_some_and(|n| n.ends_with(".Value"));
             if payload.contains_key("op") {
                 Some(Shape::Envelope)
-            } else if payload.contains_key("__op") || payload.contains_key("__deleted") {
-                Some(Shape::Flattened)
-            } else if schema_name.is_some_and(|n| n.ends_with(".Value")) {
+            } else if flattened {
                 Some(Shape::Flattened)
             } else {
                 None
@@ -442,11 +443,10 @@ fn finish(
     let db = source.db.as_deref();
 
     match op {
-        Op::Message => {
-            if !settings.operations.contains(&op) {
-                return Ok(Parsed::Skip(Skip::Filtered));
-            }
+        Op::Message if !settings.operations.contains(&op) => {
+            return Ok(Parsed::Skip(Skip::Filtered))
         }
+        Op::Message => {}
         _ if !settings.table_selected(&qualified, db) => return Ok(Parsed::Skip(Skip::Filtered)),
         Op::Truncate => match settings.truncate {
             TruncateAction::Emit => {}

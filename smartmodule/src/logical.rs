@@ -16,6 +16,10 @@ pub enum LogicalError {
     Time(i64),
     #[error("`{0}` is not an ISO-8601 timestamp with a zone")]
     Zoned(String),
+    #[error("decimal scale {0} is beyond PostgreSQL's range")]
+    DecimalScale(i32),
+    #[error("decimal of {0} bytes is beyond PostgreSQL's range")]
+    DecimalSize(usize),
 }
 
 const UNIX_EPOCH_DAYS_FROM_CE: i64 = 719_163;
@@ -24,6 +28,23 @@ pub fn decode_base64(text: &str) -> Result<Vec<u8>, LogicalError> {
     base64::engine::general_purpose::STANDARD
         .decode(text)
         .map_err(|e| LogicalError::Base64(e.to_string()))
+}
+
+/// PostgreSQL's `numeric` holds at most 131072 digits before the point and 16383 after it;
+/// anything larger is not from PostgreSQL and would only cost time and memory.
+pub const MAX_DECIMAL_SCALE: i32 = 16_383;
+pub const MAX_DECIMAL_BYTES: usize = 64 * 1024;
+
+/// Checks a decimal's scale and unscaled size against [`MAX_DECIMAL_SCALE`] and
+/// [`MAX_DECIMAL_BYTES`], then formats it.
+pub fn decimal(bytes: &[u8], scale: i32) -> Result<String, LogicalError> {
+    if scale.unsigned_abs() > MAX_DECIMAL_SCALE as u32 {
+        return Err(LogicalError::DecimalScale(scale));
+    }
+    if bytes.len() > MAX_DECIMAL_BYTES {
+        return Err(LogicalError::DecimalSize(bytes.len()));
+    }
+    Ok(decimal_from_bytes(bytes, scale))
 }
 
 /// Kafka Connect's Decimal: the unscaled value as big-endian two's complement bytes.
@@ -56,15 +77,16 @@ fn magnitude_to_decimal(bytes: &[u8]) -> String {
     let mut limbs: Vec<u32> = bytes.iter().map(|&b| u32::from(b)).collect();
     // limbs are base-256 digits; divide the whole number by 1e9 repeatedly.
     let mut chunks: Vec<u32> = Vec::new();
+    let mut start = 0;
     loop {
-        while limbs.first() == Some(&0) {
-            limbs.remove(0);
+        while limbs.get(start) == Some(&0) {
+            start += 1;
         }
-        if limbs.is_empty() {
+        if start == limbs.len() {
             break;
         }
         let mut remainder: u64 = 0;
-        for limb in limbs.iter_mut() {
+        for limb in limbs[start..].iter_mut() {
             let acc = (remainder << 8) | u64::from(*limb);
             *limb = (acc / 1_000_000_000) as u32;
             remainder = acc % 1_000_000_000;
@@ -193,6 +215,10 @@ mod tests {
         assert_eq!(decimal_from_bytes(&[0x80], 0), "-128");
         assert_eq!(decimal_from_bytes(&[], 3), "0.000");
         assert_eq!(decimal_from_bytes(&[0x00], 0), "0");
+        assert!(decimal(&[1], i32::MAX).is_err());
+        assert!(decimal(&[1], -20_000).is_err());
+        assert!(decimal(&vec![1; MAX_DECIMAL_BYTES + 1], 0).is_err());
+        assert_eq!(decimal(&[0x30, 0x39], 2).unwrap(), "123.45");
         // 2^64 needs more than a u64
         assert_eq!(
             decimal_from_bytes(&[0x01, 0, 0, 0, 0, 0, 0, 0, 0], 0),

@@ -231,7 +231,7 @@ impl ConnectSchema {
         match name {
             "org.apache.kafka.connect.data.Decimal" => {
                 let bytes = logical::decode_base64(as_str(value, "base64 decimal bytes")?)?;
-                s(logical::decimal_from_bytes(&bytes, self.scale()?))
+                s(logical::decimal(&bytes, self.scale()?)?)
             }
             "io.debezium.data.VariableScaleDecimal" => {
                 let obj = value
@@ -246,7 +246,7 @@ impl ConnectSchema {
                     obj.get("value").unwrap_or(&Value::Null),
                     "base64 decimal bytes",
                 )?)?;
-                s(logical::decimal_from_bytes(&bytes, scale))
+                s(logical::decimal(&bytes, scale)?)
             }
             "io.debezium.time.Date" | "org.apache.kafka.connect.data.Date" => {
                 s(logical::date_from_days(as_i64(value)?)?)

@@ -1,0 +1,13 @@
+//! Where Debezium messages come from. Every source yields [`SourceRecord`]s in order, each
+//! with the offset that identifies it in its stream.
+
+pub mod file;
+
+/// One message as read from a source: a Kafka message's key and value as the Fluvio Kafka
+/// source presents them (a tombstone has an empty value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRecord {
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine or a used one. Installs what it needs (Debian's
+# wasm toolchain for the SmartModule), then: format, lints, the .wasm build, every test.
+#
+#   bash tests/run.sh
+#
+# PROPTEST_CASES sets how many random inputs each property test tries (30000 here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+step() { printf '\n== %s\n' "$*"; }
+
+step "format"
+cargo fmt --all --check
+
+step "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "SmartModule to WebAssembly"
+bash smartmodule/build-wasm.sh --locked
+
+step "tests"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+PROPTEST_CASES="${PROPTEST_CASES:-30000}" cargo test --workspace --locked --no-fail-fast 2>&1 \
+  | tee "$log" || status=$?
+
+# one closing line for the whole suite
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\nall tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
