@@ -127,7 +127,7 @@ fn any_json() -> impl Strategy<Value = Value> {
 /// Replaces one node of a document, chosen by `choice`: the digits of `choice` pick the
 /// child at each level, and a digit that is a multiple of 5 stops there.
 fn replace_somewhere(node: &mut Value, choice: usize, replacement: Value) {
-    let stop = choice % 5 == 0;
+    let stop = choice.is_multiple_of(5);
     let child = match node {
         Value::Object(map) if !stop && !map.is_empty() => {
             let n = map.len();

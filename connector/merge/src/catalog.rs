@@ -1,0 +1,190 @@
+//! The SQL catalog (SQLite or PostgreSQL), in the `iceberg_tables` schema that the
+//! `iceberg-catalog-sql` crate, PyIceberg, Spark's and Trino's JDBC catalogs share.
+//!
+//! Creating and loading tables goes through `iceberg-catalog-sql`; committing goes through
+//! our own compare-and-swap on `metadata_location`, because the crate offers no public way to
+//! commit the snapshots we build.
+
+use crate::MergeError;
+use iceberg::io::LocalFsStorageFactory;
+use iceberg::table::Table;
+use iceberg::{Catalog as _, CatalogBuilder as _, NamespaceIdent, TableCreation, TableIdent};
+use iceberg_catalog_sql::{SqlCatalog, SqlCatalogBuilder};
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Where the catalog and the warehouse are.
+#[derive(Debug, Clone)]
+pub struct CatalogConfig {
+    /// Catalog name (the `catalog_name` column).
+    pub name: String,
+    /// `sqlite:///path/catalog.db` or `postgres://user:pass@host/db`.
+    pub uri: String,
+    /// Root location of new tables: `file:///path` (S3 in a later version).
+    pub warehouse: String,
+}
+
+pub struct Catalog {
+    name: String,
+    sql: SqlCatalog,
+    pool: AnyPool,
+    postgres: bool,
+}
+
+impl Catalog {
+    pub async fn connect(config: &CatalogConfig) -> Result<Catalog, MergeError> {
+        sqlx::any::install_default_drivers();
+        let postgres = config.uri.starts_with("postgres");
+        let uri = if config.uri.starts_with("sqlite:") && !config.uri.contains("mode=") {
+            let sep = if config.uri.contains('?') { '&' } else { '?' };
+            format!("{}{sep}mode=rwc", config.uri)
+        } else {
+            config.uri.clone()
+        };
+        let props = HashMap::from([
+            ("uri".to_owned(), uri.clone()),
+            ("warehouse".to_owned(), config.warehouse.clone()),
+            (
+                "sql_bind_style".to_owned(),
+                if postgres { "DollarNumeric" } else { "QMark" }.to_owned(),
+            ),
+        ]);
+        let sql = SqlCatalogBuilder::default()
+            .with_storage_factory(Arc::new(LocalFsStorageFactory))
+            .load(&config.name, props)
+            .await
+            .map_err(|e| {
+                MergeError::Catalog(format!("opening catalog {}: {e}", redact(&config.uri)))
+            })?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(2)
+            .connect(&uri)
+            .await
+            .map_err(|e| {
+                MergeError::Catalog(format!("connecting to {}: {e}", redact(&config.uri)))
+            })?;
+        Ok(Catalog {
+            name: config.name.clone(),
+            sql,
+            pool,
+            postgres,
+        })
+    }
+
+    /// Loads a table, or `None` when the catalog has no such table.
+    pub async fn load(&self, ident: &TableIdent) -> Result<Option<Table>, MergeError> {
+        if !self.sql.table_exists(ident).await.map_err(catalog_err)? {
+            return Ok(None);
+        }
+        self.sql
+            .load_table(ident)
+            .await
+            .map(Some)
+            .map_err(catalog_err)
+    }
+
+    /// Creates a table (and its namespace when missing).
+    pub async fn create(
+        &self,
+        ident: &TableIdent,
+        creation: TableCreation,
+    ) -> Result<Table, MergeError> {
+        let ns = ident.namespace();
+        if !self.sql.namespace_exists(ns).await.map_err(catalog_err)? {
+            self.sql
+                .create_namespace(ns, HashMap::new())
+                .await
+                .map_err(catalog_err)?;
+        }
+        self.sql
+            .create_table(ns, creation)
+            .await
+            .map_err(catalog_err)
+    }
+
+    /// Points the table at `new` if it still points at `expected`. `false`: someone else
+    /// committed first.
+    pub async fn swap(
+        &self,
+        ident: &TableIdent,
+        expected: &str,
+        new: &str,
+    ) -> Result<bool, MergeError> {
+        let sql =
+            "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? \
+                   WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? \
+                   AND metadata_location = ?";
+        let sql = if self.postgres {
+            dollar_placeholders(sql)
+        } else {
+            sql.to_owned()
+        };
+        let result = sqlx::query(&sql)
+            .bind(new)
+            .bind(expected)
+            .bind(&self.name)
+            .bind(ident.namespace().join("."))
+            .bind(ident.name())
+            .bind(expected)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| MergeError::Catalog(format!("committing {ident}: {e}")))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub fn namespace(name: &str) -> NamespaceIdent {
+        NamespaceIdent::from_strs(name.split('.'))
+            .unwrap_or_else(|_| NamespaceIdent::new(name.to_owned()))
+    }
+}
+
+fn catalog_err(e: iceberg::Error) -> MergeError {
+    MergeError::Catalog(e.to_string())
+}
+
+/// `?` placeholders to PostgreSQL's `$1, $2, …`.
+fn dollar_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A connection string without its password, for messages.
+pub fn redact(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &uri[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &uri[..scheme + 3], &uri[at..]),
+                None => uri.to_owned(),
+            }
+        }
+        _ => uri.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_and_redaction() {
+        assert_eq!(dollar_placeholders("a = ? AND b = ?"), "a = $1 AND b = $2");
+        assert_eq!(
+            redact("postgres://me:secret@localhost/db"),
+            "postgres://me:***@localhost/db"
+        );
+        assert_eq!(redact("sqlite:///tmp/c.db"), "sqlite:///tmp/c.db");
+    }
+}

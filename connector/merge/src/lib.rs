@@ -1,0 +1,35 @@
+//! The merge engine: batches of normalized CDC records (the `debezium-cdc` SmartModule's
+//! output) applied to Iceberg tables with exact upsert and delete semantics, one atomic
+//! snapshot per batch, readable by every Iceberg engine.
+//!
+//! Data path of one batch: [`plan`] (newest change per key) -> [`files`] (Parquet data files
+//! and position deletes located through the [`key_index`]) -> [`commit`] (manifests, snapshot,
+//! metadata, the [`catalog`]'s compare-and-swap).
+
+pub mod arrow_rows;
+pub mod catalog;
+pub mod commit;
+pub mod files;
+pub mod key_index;
+pub mod plan;
+pub mod schema;
+pub mod table;
+
+pub use catalog::{Catalog, CatalogConfig};
+pub use table::{Applied, CdcTable, TableOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error("schema: {0}")]
+    Schema(String),
+    #[error("column `{column}`: {reason}")]
+    Value { column: String, reason: String },
+    #[error("arrow: {0}")]
+    Arrow(String),
+    #[error("storage: {0}")]
+    Io(String),
+    #[error("catalog: {0}")]
+    Catalog(String),
+    #[error("commit: {0}")]
+    Commit(String),
+}

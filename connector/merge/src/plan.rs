@@ -1,0 +1,244 @@
+//! A batch of CDC records, in source order, reduced to one final action per primary key:
+//! what `MERGE INTO` would do. Pure: the table is consulted only through `stored_lsn`.
+
+use crate::arrow_rows::Row;
+use crate::key_index::Key;
+use debezium_cdc::record::{ChangeRecord, Op};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+/// The final action for one key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Write this row. `carry` lists columns whose value is unchanged and must be taken from
+    /// the stored row (unchanged TOAST values not seen earlier in the batch).
+    Upsert {
+        row: Row,
+        carry: Vec<String>,
+    },
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyChange {
+    pub key: Key,
+    pub key_values: Map<String, Value>,
+    pub action: Action,
+    /// LSN of the change that decided the action.
+    pub lsn: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// The batch truncates the table before `changes` apply.
+    pub truncate: bool,
+    /// One entry per key, in the order each key was first seen.
+    pub changes: Vec<KeyChange>,
+    /// Events skipped because the table already holds a newer change for their key.
+    pub stale: u64,
+}
+
+/// Reduces a batch. `stored_lsn` gives the LSN of the row the table holds for a key.
+pub fn plan(records: &[ChangeRecord], stored_lsn: impl Fn(&Key) -> Option<i64>) -> Plan {
+    let start = records
+        .iter()
+        .rposition(|r| r.op == Op::Truncate)
+        .map(|i| i + 1);
+    let truncate = start.is_some();
+    let mut out = Plan {
+        truncate,
+        ..Plan::default()
+    };
+    let mut slots: HashMap<Key, usize> = HashMap::new();
+    // the newest LSN applied per key, in this batch or in the table
+    let mut newest: HashMap<Key, i64> = HashMap::new();
+
+    for record in &records[start.unwrap_or(0)..] {
+        if matches!(record.op, Op::Truncate | Op::Message) {
+            continue;
+        }
+        let key = Key::encode(&record.key);
+        let lsn = record.position.lsn.and_then(|l| i64::try_from(l).ok());
+        let known =
+            newest
+                .get(&key)
+                .copied()
+                .or_else(|| if truncate { None } else { stored_lsn(&key) });
+        if let (Some(lsn), Some(known)) = (lsn, known) {
+            if lsn < known {
+                out.stale += 1;
+                continue;
+            }
+        }
+        if let Some(lsn) = lsn {
+            newest.insert(key.clone(), lsn);
+        }
+        let previous = slots.get(&key).map(|&i| &out.changes[i].action);
+        let action = match record.op {
+            Op::Delete => Action::Delete,
+            _ => upsert(record, lsn, previous),
+        };
+        match slots.get(&key) {
+            Some(&i) => {
+                out.changes[i].action = action;
+                out.changes[i].lsn = lsn;
+            }
+            None => {
+                slots.insert(key.clone(), out.changes.len());
+                out.changes.push(KeyChange {
+                    key,
+                    key_values: record.key.clone(),
+                    action,
+                    lsn,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn upsert(record: &ChangeRecord, lsn: Option<i64>, previous: Option<&Action>) -> Action {
+    let mut values = record.after.clone().unwrap_or_default();
+    let mut carry = Vec::new();
+    for column in &record.unchanged {
+        match previous {
+            Some(Action::Upsert {
+                row,
+                carry: earlier,
+            }) => {
+                if let Some(v) = row.values.get(column) {
+                    values.insert(column.clone(), v.clone());
+                } else if earlier.contains(column) {
+                    carry.push(column.clone());
+                }
+            }
+            // deleted earlier in this batch: nothing to keep
+            Some(Action::Delete) => {}
+            None => carry.push(column.clone()),
+        }
+    }
+    let source_ts_us = record
+        .position
+        .ts_us
+        .or_else(|| record.position.ts_ms.map(|ms| ms.saturating_mul(1000)));
+    Action::Upsert {
+        row: Row {
+            values,
+            op: record.op.code(),
+            lsn,
+            source_ts_us,
+        },
+        carry,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use debezium_cdc::record::{Position, SourceTable, CONTRACT_VERSION};
+    use serde_json::json;
+
+    fn rec(op: Op, id: i64, lsn: u64, after: Value) -> ChangeRecord {
+        ChangeRecord {
+            v: CONTRACT_VERSION,
+            op,
+            source: SourceTable::default(),
+            key: json!({ "id": id }).as_object().unwrap().clone(),
+            before: None,
+            after: after.as_object().cloned(),
+            unchanged: Vec::new(),
+            position: Position {
+                lsn: Some(lsn),
+                ts_ms: Some(1000),
+                ..Position::default()
+            },
+            columns: None,
+            message: None,
+            dropped: Default::default(),
+        }
+    }
+
+    fn row_of(p: &Plan, id: i64) -> Option<&Row> {
+        p.changes
+            .iter()
+            .find(|c| c.key == Key::Int(id))
+            .and_then(|c| match &c.action {
+                Action::Upsert { row, .. } => Some(row),
+                Action::Delete => None,
+            })
+    }
+
+    #[test]
+    fn newest_event_per_key_wins() {
+        let batch = vec![
+            rec(Op::Create, 1, 10, json!({"id":1,"v":"a"})),
+            rec(Op::Create, 2, 11, json!({"id":2,"v":"b"})),
+            rec(Op::Update, 1, 12, json!({"id":1,"v":"c"})),
+            rec(Op::Delete, 2, 13, Value::Null),
+            rec(Op::Create, 3, 14, json!({"id":3,"v":"d"})),
+        ];
+        let p = plan(&batch, |_| None);
+        assert!(!p.truncate);
+        assert_eq!(p.changes.len(), 3);
+        assert_eq!(row_of(&p, 1).unwrap().values["v"], json!("c"));
+        assert_eq!(row_of(&p, 1).unwrap().lsn, Some(12));
+        assert_eq!(row_of(&p, 1).unwrap().source_ts_us, Some(1_000_000));
+        assert_eq!(p.changes[1].action, Action::Delete);
+        assert_eq!(row_of(&p, 3).unwrap().op, 'c');
+    }
+
+    #[test]
+    fn older_events_do_not_move_rows_backwards() {
+        let batch = vec![
+            rec(Op::Update, 1, 5, json!({"id":1,"v":"old"})),
+            rec(Op::Update, 2, 50, json!({"id":2,"v":"new"})),
+            rec(Op::Update, 2, 40, json!({"id":2,"v":"replayed"})),
+        ];
+        let p = plan(&batch, |k| (*k == Key::Int(1)).then_some(9));
+        assert_eq!(p.stale, 2);
+        assert!(row_of(&p, 1).is_none());
+        assert_eq!(row_of(&p, 2).unwrap().values["v"], json!("new"));
+        // equal LSNs apply
+        let p = plan(&[rec(Op::Update, 1, 9, json!({"id":1}))], |_| Some(9));
+        assert_eq!(p.stale, 0);
+    }
+
+    #[test]
+    fn truncate_discards_what_came_before() {
+        let mut t = rec(Op::Truncate, 0, 20, Value::Null);
+        t.key = Map::new();
+        let batch = vec![
+            rec(Op::Create, 1, 10, json!({"id":1})),
+            t,
+            rec(Op::Create, 2, 30, json!({"id":2})),
+        ];
+        let p = plan(&batch, |_| Some(100));
+        assert!(p.truncate);
+        assert_eq!(
+            p.changes.len(),
+            1,
+            "stored LSNs do not count after a truncate"
+        );
+        assert!(row_of(&p, 2).is_some());
+    }
+
+    #[test]
+    fn unchanged_toast_columns_come_from_the_batch_or_the_table() {
+        let mut second = rec(Op::Update, 1, 11, json!({"id":1,"v":"x"}));
+        second.unchanged = vec!["doc".into()];
+        let first = rec(Op::Create, 1, 10, json!({"id":1,"v":"w","doc":"big"}));
+        let p = plan(&[first, second.clone()], |_| None);
+        match &p.changes[0].action {
+            Action::Upsert { row, carry } => {
+                assert_eq!(row.values["doc"], json!("big"));
+                assert!(carry.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        let p = plan(&[second], |_| Some(1));
+        match &p.changes[0].action {
+            Action::Upsert { carry, .. } => assert_eq!(carry, &["doc".to_owned()]),
+            other => panic!("{other:?}"),
+        }
+    }
+}

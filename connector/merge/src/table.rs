@@ -1,0 +1,447 @@
+//! One CDC table: its Iceberg table, its key index, and `apply`, which turns a batch of CDC
+//! records into one atomic snapshot of upserts and deletes.
+
+use crate::arrow_rows::{value_at, Row};
+use crate::catalog::Catalog;
+use crate::commit::{commit, live_files, Changes, LiveFile, Outcome};
+use crate::files::{read_columns, read_position_deletes, DataWriter, WriteOptions};
+use crate::key_index::{Key, KeyIndex, Location};
+use crate::plan::{plan, Action};
+use crate::schema::{partition_spec, table_schema, untyped_columns, Partitioning, LSN_COLUMN};
+use crate::MergeError;
+use arrow_array::Array;
+use debezium_cdc::record::ChangeRecord;
+use iceberg::spec::{DataContentType, DataFile};
+use iceberg::table::Table;
+use iceberg::{TableCreation, TableIdent};
+use serde_json::Map;
+use std::collections::{HashMap, HashSet};
+
+/// How tables are laid out and written.
+#[derive(Debug, Clone)]
+pub struct TableOptions {
+    pub partitioning: Partitioning,
+    pub write: WriteOptions,
+    /// Attempts at one commit when others commit concurrently.
+    pub max_commit_attempts: u32,
+}
+
+impl Default for TableOptions {
+    fn default() -> Self {
+        TableOptions {
+            partitioning: Partitioning::default(),
+            write: WriteOptions::default(),
+            max_commit_attempts: 10,
+        }
+    }
+}
+
+/// What one `apply` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub upserts: u64,
+    pub deletes: u64,
+    /// Events skipped because the table held a newer change for their key.
+    pub stale: u64,
+    pub truncated: bool,
+    pub data_files: usize,
+    pub delete_files: usize,
+    /// Commit attempts lost to concurrent commits.
+    pub conflicts: u32,
+    pub snapshot_id: Option<i64>,
+}
+
+pub struct CdcTable {
+    table: Table,
+    key_columns: Vec<String>,
+    index: KeyIndex,
+    /// Live data files; the key index refers to them by position here.
+    files: Vec<Option<DataFile>>,
+    file_ids: HashMap<String, u32>,
+    options: TableOptions,
+}
+
+impl CdcTable {
+    /// Opens an existing table and rebuilds its key index from its files.
+    pub async fn open(
+        catalog: &Catalog,
+        ident: &TableIdent,
+        options: TableOptions,
+    ) -> Result<Option<CdcTable>, MergeError> {
+        let Some(table) = catalog.load(ident).await? else {
+            return Ok(None);
+        };
+        let mut t = CdcTable::new(table, options)?;
+        t.rebuild_index().await?;
+        Ok(Some(t))
+    }
+
+    /// Creates the table from the first change record seen for it: columns from its
+    /// `columns` (or, without a schema, string columns named after its row image), the
+    /// primary key from its key.
+    pub async fn create(
+        catalog: &Catalog,
+        ident: &TableIdent,
+        first: &ChangeRecord,
+        options: TableOptions,
+    ) -> Result<CdcTable, MergeError> {
+        let key: Vec<String> = first.key.keys().cloned().collect();
+        if key.is_empty() {
+            return Err(MergeError::Schema(format!(
+                "{ident}: the first record has no primary key"
+            )));
+        }
+        let columns = match &first.columns {
+            Some(c) => c.clone(),
+            None => {
+                let image = first.after.as_ref().or(first.before.as_ref());
+                let names: Vec<String> = image
+                    .map(|m| m.keys().cloned().collect())
+                    .unwrap_or_else(|| key.clone());
+                untyped_columns(&names, &key)
+            }
+        };
+        let schema = table_schema(&columns, &key)?;
+        let spec = partition_spec(&schema, &options.partitioning)?;
+        let creation = TableCreation::builder()
+            .name(ident.name().to_owned())
+            .schema(schema)
+            .partition_spec(spec)
+            .properties(HashMap::from([(
+                "write.parquet.compression-codec".to_owned(),
+                "zstd".to_owned(),
+            )]))
+            .build();
+        let table = catalog.create(ident, creation).await?;
+        CdcTable::new(table, options)
+    }
+
+    fn new(table: Table, options: TableOptions) -> Result<CdcTable, MergeError> {
+        let schema = table.metadata().current_schema();
+        let key_columns = schema
+            .identifier_field_ids()
+            .map(|id| {
+                schema
+                    .name_by_field_id(id)
+                    .map(str::to_owned)
+                    .ok_or_else(|| MergeError::Schema(format!("identifier field {id} has no name")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if key_columns.is_empty() {
+            return Err(MergeError::Schema(format!(
+                "{} has no identifier fields (primary key)",
+                table.identifier()
+            )));
+        }
+        Ok(CdcTable {
+            table,
+            key_columns,
+            index: KeyIndex::default(),
+            files: Vec::new(),
+            file_ids: HashMap::new(),
+            options,
+        })
+    }
+
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    pub fn index(&self) -> &KeyIndex {
+        &self.index
+    }
+
+    pub fn key_columns(&self) -> &[String] {
+        &self.key_columns
+    }
+
+    fn register(&mut self, file: DataFile) -> u32 {
+        let id = self.files.len() as u32;
+        self.file_ids.insert(file.file_path().to_owned(), id);
+        self.files.push(Some(file));
+        id
+    }
+
+    /// Reads the key columns and LSNs of every live data file, less its position deletes.
+    pub async fn rebuild_index(&mut self) -> Result<(), MergeError> {
+        self.index.clear();
+        self.files.clear();
+        self.file_ids.clear();
+        let live = live_files(&self.table).await?;
+        let file_io = self.table.file_io().clone();
+        let mut deleted: HashMap<String, HashSet<u32>> = HashMap::new();
+        for f in live
+            .iter()
+            .filter(|f| f.file.content_type() == DataContentType::PositionDeletes)
+        {
+            for (path, positions) in read_position_deletes(&file_io, f.file.file_path()).await? {
+                deleted.entry(path).or_default().extend(positions);
+            }
+        }
+        if live
+            .iter()
+            .any(|f| f.file.content_type() == DataContentType::EqualityDeletes)
+        {
+            return Err(MergeError::Schema(format!(
+                "{} has equality delete files, which this connector does not apply",
+                self.table.identifier()
+            )));
+        }
+        let key_columns = self.key_columns.clone();
+        let mut columns: Vec<&str> = key_columns.iter().map(String::as_str).collect();
+        columns.push(LSN_COLUMN);
+        for f in live
+            .into_iter()
+            .filter(|f| f.file.content_type() == DataContentType::Data)
+        {
+            let path = f.file.file_path().to_owned();
+            let id = self.register(f.file);
+            let gone = deleted.get(&path);
+            let mut pos: u32 = 0;
+            for batch in read_columns(&file_io, &path, &columns).await? {
+                let lsn = batch.column(key_columns.len());
+                for row in 0..batch.num_rows() {
+                    let here = pos;
+                    pos += 1;
+                    if gone.is_some_and(|g| g.contains(&here)) {
+                        continue;
+                    }
+                    let mut key = Map::new();
+                    for (c, name) in key_columns.iter().enumerate() {
+                        key.insert(name.clone(), value_at(batch.column(c).as_ref(), row)?);
+                    }
+                    let lsn = if lsn.is_null(row) {
+                        i64::MIN
+                    } else {
+                        value_at(lsn.as_ref(), row)?.as_i64().unwrap_or(i64::MIN)
+                    };
+                    let loc = Location {
+                        file: id,
+                        pos: here,
+                        lsn,
+                    };
+                    if let Some(prev) = self.index.insert(Key::encode(&key), loc) {
+                        // two live rows for one key: keep the newer change
+                        if prev.lsn > loc.lsn {
+                            self.index.insert(Key::encode(&key), prev);
+                        }
+                        tracing::warn!(table = %self.table.identifier(), ?key, "two live rows for one key");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a batch (source order) as one snapshot. `properties` go into the snapshot
+    /// summary (source offsets, connector id).
+    pub async fn apply(
+        &mut self,
+        catalog: &Catalog,
+        records: &[ChangeRecord],
+        properties: HashMap<String, String>,
+    ) -> Result<Applied, MergeError> {
+        let mut conflicts = 0;
+        loop {
+            match self.try_apply(catalog, records, properties.clone()).await? {
+                Some(mut applied) => {
+                    applied.conflicts = conflicts;
+                    return Ok(applied);
+                }
+                None => {
+                    conflicts += 1;
+                    if conflicts >= self.options.max_commit_attempts {
+                        return Err(MergeError::Commit(format!(
+                            "{}: lost {conflicts} commits in a row to concurrent writers",
+                            self.table.identifier()
+                        )));
+                    }
+                    tracing::info!(table = %self.table.identifier(), conflicts, "commit conflict; reloading");
+                    self.table = catalog
+                        .load(self.table.identifier())
+                        .await?
+                        .ok_or_else(|| {
+                            MergeError::Catalog(format!("{} disappeared", self.table.identifier()))
+                        })?;
+                    self.rebuild_index().await?;
+                }
+            }
+        }
+    }
+
+    async fn try_apply(
+        &mut self,
+        catalog: &Catalog,
+        records: &[ChangeRecord],
+        properties: HashMap<String, String>,
+    ) -> Result<Option<Applied>, MergeError> {
+        let mut plan = plan(records, |k| self.index.get(k).map(|l| l.lsn));
+        let mut applied = Applied {
+            stale: plan.stale,
+            truncated: plan.truncate,
+            ..Applied::default()
+        };
+
+        // rows replaced or deleted, by data file
+        let mut deletes: HashMap<u32, Vec<u32>> = HashMap::new();
+        if !plan.truncate {
+            for change in &plan.changes {
+                if let Some(loc) = self.index.live(&change.key) {
+                    deletes.entry(loc.file).or_default().push(loc.pos);
+                }
+            }
+        }
+        self.carry_unchanged(&mut plan.changes, plan.truncate)
+            .await?;
+
+        let mut upsert_keys: Vec<Key> = Vec::new();
+        let mut rows: Vec<&Row> = Vec::new();
+        for change in &plan.changes {
+            match &change.action {
+                Action::Upsert { row, .. } => {
+                    upsert_keys.push(change.key.clone());
+                    rows.push(row);
+                    applied.upserts += 1;
+                }
+                Action::Delete => applied.deletes += 1,
+            }
+        }
+
+        let metadata = self.table.metadata();
+        let writer = DataWriter {
+            file_io: self.table.file_io(),
+            location: metadata.location(),
+            schema: metadata.current_schema().clone(),
+            spec: metadata.default_partition_spec().clone(),
+            options: &self.options.write,
+        };
+        let processed_at = now_us();
+        let written = writer.write(&rows, processed_at).await?;
+        let mut delete_files = Vec::new();
+        for (file_id, mut positions) in deletes {
+            let Some(Some(data_file)) = self.files.get(file_id as usize) else {
+                return Err(MergeError::Commit(format!(
+                    "key index points at unknown file {file_id}"
+                )));
+            };
+            delete_files.push(
+                writer
+                    .write_position_deletes(data_file, &mut positions)
+                    .await?,
+            );
+        }
+        let removed: Vec<LiveFile> = if plan.truncate {
+            live_files(&self.table).await?
+        } else {
+            Vec::new()
+        };
+        applied.data_files = written.len();
+        applied.delete_files = delete_files.len();
+        let changes = Changes {
+            added_data: written.iter().map(|w| w.file.clone()).collect(),
+            added_deletes: delete_files,
+            removed,
+            keep_parent: !plan.truncate,
+            properties,
+        };
+        let table = match commit(catalog, &self.table, changes).await? {
+            Outcome::Committed(table) => *table,
+            Outcome::Conflict => return Ok(None),
+        };
+        applied.snapshot_id = table.metadata().current_snapshot_id();
+        self.table = table;
+
+        // the index follows the commit
+        if plan.truncate {
+            self.index.clear();
+            self.files.clear();
+            self.file_ids.clear();
+        }
+        for change in &plan.changes {
+            if change.action == Action::Delete {
+                match change.lsn {
+                    Some(lsn) => self.index.tombstone(change.key.clone(), lsn),
+                    None => {
+                        self.index.remove(&change.key);
+                    }
+                }
+            }
+        }
+        for w in written {
+            let id = self.register(w.file);
+            for (pos, &row) in w.rows.iter().enumerate() {
+                let lsn = rows[row].lsn.unwrap_or(i64::MIN);
+                self.index.insert(
+                    upsert_keys[row].clone(),
+                    Location {
+                        file: id,
+                        pos: pos as u32,
+                        lsn,
+                    },
+                );
+            }
+        }
+        Ok(Some(applied))
+    }
+
+    /// Fills unchanged-TOAST columns from the stored rows.
+    async fn carry_unchanged(
+        &self,
+        changes: &mut [crate::plan::KeyChange],
+        truncated: bool,
+    ) -> Result<(), MergeError> {
+        // (file, pos) -> (change index, columns)
+        let mut wanted: HashMap<u32, Vec<(u32, usize)>> = HashMap::new();
+        let mut columns: HashSet<String> = HashSet::new();
+        for (i, change) in changes.iter().enumerate() {
+            if let Action::Upsert { carry, .. } = &change.action {
+                if carry.is_empty() || truncated {
+                    continue;
+                }
+                if let Some(loc) = self.index.live(&change.key) {
+                    wanted.entry(loc.file).or_default().push((loc.pos, i));
+                    columns.extend(carry.iter().cloned());
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let columns: Vec<String> = columns.into_iter().collect();
+        let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+        for (file_id, mut targets) in wanted {
+            let Some(Some(file)) = self.files.get(file_id as usize) else {
+                continue;
+            };
+            targets.sort_unstable();
+            let batches = read_columns(self.table.file_io(), file.file_path(), &names).await?;
+            let mut base = 0u32;
+            let mut t = 0;
+            for batch in batches {
+                let n = batch.num_rows() as u32;
+                while t < targets.len() && targets[t].0 < base + n {
+                    let (pos, change) = targets[t];
+                    let row = (pos - base) as usize;
+                    if let Action::Upsert { row: r, carry } = &mut changes[change].action {
+                        for col in carry.drain(..) {
+                            if let Some(c) = names.iter().position(|n| *n == col) {
+                                r.values
+                                    .insert(col, value_at(batch.column(c).as_ref(), row)?);
+                            }
+                        }
+                    }
+                    t += 1;
+                }
+                base += n;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
