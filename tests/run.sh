@@ -10,6 +10,16 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 step() { printf '\n== %s\n' "$*"; }
 
+step "Python readers (PyIceberg, DuckDB) in tests/.venv"
+if [ ! -x tests/.venv/bin/python ]; then
+  python3 -m venv tests/.venv
+fi
+tests/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/readers/requirements.txt
+
+step "PostgreSQL for the catalog tests"
+source tests/postgres.sh
+start_postgres
+
 step "format"
 cargo fmt --all --check
 

@@ -182,14 +182,80 @@ async fn read_back(table: &iceberg::table::Table) -> Model {
     out
 }
 
-async fn catalog(dir: &std::path::Path) -> Catalog {
-    Catalog::connect(&CatalogConfig {
+/// The Python with PyIceberg and DuckDB that `tests/run.sh` installs.
+fn python() -> std::path::PathBuf {
+    let venv =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/.venv/bin/python");
+    let python = std::env::var_os("CDC_PYTHON")
+        .map(Into::into)
+        .unwrap_or(venv);
+    assert!(
+        python.exists(),
+        "{} is missing: `bash tests/run.sh` installs the Python readers (PyIceberg, DuckDB)",
+        python.display()
+    );
+    python
+}
+
+/// The table as PyIceberg and as DuckDB read it.
+fn python_readers(catalog: &CatalogConfig, table: &str) -> (Model, Model) {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/readers/read_table.py");
+    let out = std::process::Command::new(python())
+        .arg(script)
+        .args(["--catalog-uri", &sqlalchemy_uri(&catalog.uri)])
+        .args(["--catalog-name", &catalog.name])
+        .args(["--table", table, "--columns", "id,name,amount,day"])
+        .output()
+        .expect("run the readers");
+    assert!(
+        out.status.success(),
+        "readers failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("readers print JSON");
+    let model = |rows: &Value| -> Model {
+        let mut m = Model::new();
+        for r in rows.as_array().expect("rows") {
+            let r = r.as_object().expect("row").clone();
+            let id = r["id"].as_i64().expect("id");
+            assert!(m.insert(id, r).is_none(), "key {id} appears twice");
+        }
+        m
+    };
+    (model(&v["pyiceberg"]), model(&v["duckdb"]))
+}
+
+/// PyIceberg names the same databases the SQLAlchemy way.
+fn sqlalchemy_uri(uri: &str) -> String {
+    match uri.strip_prefix("postgres://") {
+        Some(rest) => format!("postgresql+psycopg2://{rest}"),
+        None => uri.replacen("sqlite://", "sqlite:///", 1),
+    }
+}
+
+fn sqlite_catalog(dir: &std::path::Path) -> CatalogConfig {
+    CatalogConfig {
         name: "cdc".into(),
         uri: format!("sqlite://{}/catalog.db", dir.display()),
         warehouse: format!("file://{}/warehouse", dir.display()),
-    })
-    .await
-    .expect("catalog")
+    }
+}
+
+/// The PostgreSQL server `tests/run.sh` starts; a catalog name of this run's own.
+fn postgres_catalog(dir: &std::path::Path) -> CatalogConfig {
+    let uri = std::env::var("CDC_TEST_POSTGRES_URI").expect(
+        "CDC_TEST_POSTGRES_URI is not set: `bash tests/run.sh` starts PostgreSQL and sets it",
+    );
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    CatalogConfig {
+        name: format!("cdc_{}_{nanos}", std::process::id()),
+        uri,
+        warehouse: format!("file://{}/warehouse", dir.display()),
+    }
 }
 
 fn options() -> TableOptions {
@@ -203,11 +269,21 @@ fn options() -> TableOptions {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_batches_equal_the_model_after_every_commit() {
+async fn sqlite_catalog_random_batches_equal_the_model_after_every_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let catalog = catalog(dir.path()).await;
+    run_model(&sqlite_catalog(dir.path()), 7, 40).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_catalog_random_batches_equal_the_model_after_every_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    run_model(&postgres_catalog(dir.path()), 11, 25).await;
+}
+
+async fn run_model(config: &CatalogConfig, seed: u64, rounds: usize) {
+    let catalog = Catalog::connect(config).await.expect("catalog");
     let ident = TableIdent::from_strs(["public", "items"]).unwrap();
-    let mut rng = Lcg(7);
+    let mut rng = Lcg(seed);
     let mut model = Model::new();
     let mut lsns = HashMap::new();
     let mut next_lsn = 100;
@@ -220,19 +296,22 @@ async fn random_batches_equal_the_model_after_every_commit() {
     assert_eq!(read_back(table.table()).await, model);
 
     let mut snapshots = 1;
-    for round in 0..40 {
+    for round in 0..rounds {
         let records = batch(&mut rng, &mut model, &mut lsns, &mut next_lsn, 200);
         let props = HashMap::from([("cdc.offsets".to_owned(), format!("{{\"0\":{round}}}"))]);
         let applied = table.apply(&catalog, &records, props).await.unwrap();
         snapshots += 1;
         let got = read_back(table.table()).await;
-        assert_eq!(got, model, "after round {round}: {applied:?}");
+        assert_eq!(got, model, "iceberg-rust, after round {round}: {applied:?}");
+        let (pyiceberg, duckdb) = python_readers(config, "public.items");
+        assert_eq!(pyiceberg, model, "PyIceberg, after round {round}");
+        assert_eq!(duckdb, model, "DuckDB, after round {round}");
         assert_eq!(
             table.index().live_len(),
             model.len(),
             "index size after round {round}"
         );
-        if round == 20 {
+        if round == rounds / 2 {
             // reopen: the index is rebuilt from the files
             drop(table);
             table = CdcTable::open(&catalog, &ident, options())
@@ -257,7 +336,7 @@ async fn random_batches_equal_the_model_after_every_commit() {
             .additional_properties
             .get("cdc.offsets")
             .map(String::as_str),
-        Some("{\"0\":39}")
+        Some(format!("{{\"0\":{}}}", rounds - 1).as_str())
     );
     let mut chain = 0;
     let mut s = Some(current.clone());

@@ -1,0 +1,28 @@
+# Starts a PostgreSQL server on loopback for the catalog tests (Debian's package, installed
+# when missing) and exports CDC_TEST_POSTGRES_URI. Sourced by tests/run.sh.
+PG_PORT=${PG_PORT:-55432}
+
+start_postgres() {
+  if ! command -v pg_ctlcluster >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    local SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+  fi
+  local bin
+  bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  local data=/tmp/cdc-test-postgres
+  local run_as=()
+  if [ "$(id -u)" -eq 0 ]; then run_as=(runuser -u postgres --); fi
+  if ! "${run_as[@]}" "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    rm -rf "$data"
+    mkdir -p "$data"
+    [ "$(id -u)" -eq 0 ] && chown postgres "$data"
+    "${run_as[@]}" "$bin/initdb" -D "$data" -U postgres --auth=trust >/dev/null
+    "${run_as[@]}" "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w \
+      -o "-p $PG_PORT -k /tmp -c listen_addresses=127.0.0.1" start >/dev/null
+  fi
+  "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='cdc_test'" | grep -q 1 \
+    || "$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres cdc_test
+  export CDC_TEST_POSTGRES_URI="postgres://postgres@127.0.0.1:$PG_PORT/cdc_test"
+  echo "PostgreSQL at $CDC_TEST_POSTGRES_URI"
+}
