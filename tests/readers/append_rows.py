@@ -1,0 +1,49 @@
+"""Appends rows to an Iceberg table with PyIceberg: a foreign writer committing to a table
+the connector also writes, to make its compare-and-swap lose.
+
+    python append_rows.py --catalog-uri URI --catalog-name NAME --table ns.t --rows '[{...}]'
+
+Each row is a JSON object of column values; dates as YYYY-MM-DD, decimals as strings,
+timestamps as ISO-8601.
+"""
+
+import argparse
+import datetime
+import decimal
+import json
+
+import pyarrow as pa
+from pyiceberg.catalog.sql import SqlCatalog
+
+
+def convert(value, arrow_type):
+    if value is None:
+        return None
+    if pa.types.is_decimal(arrow_type):
+        return decimal.Decimal(value)
+    if pa.types.is_date(arrow_type):
+        return datetime.date.fromisoformat(value)
+    if pa.types.is_timestamp(arrow_type):
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--catalog-uri", required=True)
+    parser.add_argument("--catalog-name", default="cdc")
+    parser.add_argument("--table", required=True)
+    parser.add_argument("--rows", required=True)
+    args = parser.parse_args()
+    table = SqlCatalog(args.catalog_name, uri=args.catalog_uri).load_table(args.table)
+    schema = table.schema().as_arrow()
+    rows = json.loads(args.rows)
+    columns = {
+        field.name: pa.array([convert(r.get(field.name), field.type) for r in rows], type=field.type)
+        for field in schema
+    }
+    table.append(pa.table(columns, schema=schema))
+
+
+if __name__ == "__main__":
+    main()
