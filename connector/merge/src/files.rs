@@ -269,7 +269,8 @@ pub fn position_delete_schema() -> Result<Schema, MergeError> {
         .map_err(|e| MergeError::Schema(e.to_string()))
 }
 
-/// Reads the named columns of a Parquet file (all its rows, in file order).
+/// Reads the named columns of a Parquet file (all its rows, in file order), in the order
+/// asked.
 pub async fn read_columns(
     file_io: &FileIO,
     path: &str,
@@ -302,9 +303,22 @@ pub async fn read_columns(
         .with_batch_size(CHUNK_ROWS)
         .build()
         .map_err(|e| MergeError::Io(format!("{path}: {e}")))?;
-    reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| MergeError::Io(format!("{path}: {e}")))
+    // the projection keeps the file's column order: put the columns in the asked order
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| MergeError::Io(format!("{path}: {e}")))?;
+        let order = columns
+            .iter()
+            .map(|name| batch.schema().index_of(name))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| MergeError::Io(format!("{path}: {e}")))?;
+        out.push(
+            batch
+                .project(&order)
+                .map_err(|e| MergeError::Arrow(e.to_string()))?,
+        );
+    }
+    Ok(out)
 }
 
 /// The positions a position-delete file removes, by data file path.
