@@ -56,7 +56,10 @@ async fn read_back(table: &iceberg::table::Table) -> Vec<Map<String, Value>> {
     rows
 }
 
-fn python_rows(config: &CatalogConfig) -> (Vec<Map<String, Value>>, Vec<Map<String, Value>>) {
+type Rows = Vec<Map<String, Value>>;
+
+/// The table as PyIceberg and as DuckDB read it.
+fn python_rows(config: &CatalogConfig) -> (Rows, Rows) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let python = root.join("tests/.venv/bin/python");
     assert!(
@@ -84,7 +87,7 @@ fn python_rows(config: &CatalogConfig) -> (Vec<Map<String, Value>>, Vec<Map<Stri
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rows = |k: &str| -> Vec<Map<String, Value>> {
+    let rows = |k: &str| -> Rows {
         v[k].as_array()
             .unwrap()
             .iter()
@@ -113,7 +116,7 @@ async fn every_type_round_trips_and_toast_values_are_kept() {
         .await
         .unwrap();
     table
-        .apply(&catalog, &[create.clone()], HashMap::new())
+        .apply(&catalog, std::slice::from_ref(&create), HashMap::new())
         .await
         .unwrap();
 
