@@ -1,16 +1,20 @@
 //! Rows of normalized CDC values (the SmartModule's JSON forms) into Arrow record batches
 //! shaped like the table's schema.
 
-use crate::schema::{LSN_COLUMN, OP_COLUMN, PROCESSED_AT_COLUMN, SOURCE_TS_COLUMN};
+use crate::schema::{
+    MetadataColumns, LEGACY_MONTH_COLUMN, LEGACY_YEAR_COLUMN, LSN_COLUMN, SOURCE_TS_COLUMN,
+};
 use crate::MergeError;
 use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeBinaryBuilder,
     Float32Builder, Float64Builder, Int32Builder, Int64Builder, LargeBinaryBuilder, StringBuilder,
     Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
-use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_array::{
+    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow_schema::{DataType, Field, SchemaRef, TimeUnit};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -27,18 +31,24 @@ pub struct Row {
 /// Builds one record batch of `rows` for the Arrow form of the table schema.
 pub fn record_batch(
     schema: &SchemaRef,
+    meta: MetadataColumns,
     rows: &[&Row],
     processed_at_us: i64,
 ) -> Result<RecordBatch, MergeError> {
     let columns = schema
         .fields()
         .iter()
-        .map(|field| column(field, rows, processed_at_us))
+        .map(|field| column(field, meta, rows, processed_at_us))
         .collect::<Result<Vec<ArrayRef>, MergeError>>()?;
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| MergeError::Arrow(e.to_string()))
 }
 
-fn column(field: &Field, rows: &[&Row], processed_at_us: i64) -> Result<ArrayRef, MergeError> {
+fn column(
+    field: &Field,
+    meta: MetadataColumns,
+    rows: &[&Row],
+    processed_at_us: i64,
+) -> Result<ArrayRef, MergeError> {
     let name = field.name().as_str();
     let micros = |get: &dyn Fn(&Row) -> Option<i64>| -> Result<ArrayRef, MergeError> {
         let values: Vec<Option<i64>> = rows.iter().map(|r| get(r)).collect();
@@ -54,13 +64,19 @@ fn column(field: &Field, rows: &[&Row], processed_at_us: i64) -> Result<ArrayRef
             }
         })
     };
+    let processed = DateTime::from_timestamp_micros(processed_at_us).unwrap_or_default();
+    let legacy = meta == MetadataColumns::Legacy;
+    let constant =
+        |v: i32| Arc::new(Int32Array::from_iter_values(rows.iter().map(|_| v))) as ArrayRef;
     match name {
-        OP_COLUMN => Ok(Arc::new(StringArray::from_iter_values(
+        n if n == meta.op() => Ok(Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| r.op.to_string()),
         ))),
+        n if n == meta.processed_at() => micros(&|_| Some(processed_at_us)),
         LSN_COLUMN => Ok(Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.lsn)))),
         SOURCE_TS_COLUMN => micros(&|r| r.source_ts_us),
-        PROCESSED_AT_COLUMN => micros(&|_| Some(processed_at_us)),
+        LEGACY_YEAR_COLUMN if legacy => Ok(constant(processed.year())),
+        LEGACY_MONTH_COLUMN if legacy => Ok(constant(processed.month() as i32)),
         _ => {
             let values: Vec<Value> = rows
                 .iter()

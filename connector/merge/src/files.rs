@@ -3,6 +3,7 @@
 //! into), and reading back the key columns and deletes when the key index is rebuilt.
 
 use crate::arrow_rows::{record_batch, Row};
+use crate::schema::MetadataColumns;
 use crate::MergeError;
 use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, UInt32Array};
 use arrow_schema::SchemaRef as ArrowSchemaRef;
@@ -92,7 +93,12 @@ impl DataWriter<'_> {
             return Ok(Vec::new());
         }
         let arrow_schema = self.arrow_schema()?;
-        let batch = record_batch(&arrow_schema, rows, processed_at_us)?;
+        let batch = record_batch(
+            &arrow_schema,
+            MetadataColumns::of(&self.schema),
+            rows,
+            processed_at_us,
+        )?;
         let groups = self.partition_groups(&batch)?;
         let mut out = Vec::new();
         for (partition, indices) in groups {

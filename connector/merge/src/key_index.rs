@@ -172,6 +172,41 @@ mod tests {
         assert!(idx.heap_bytes() > 0);
     }
 
+    /// The figure the issue asks for: bytes per key at one million keys (hash table slots
+    /// included, at whatever load the table has after growing to 1M).
+    #[test]
+    fn bytes_per_key_at_one_million_keys() {
+        let mut idx = KeyIndex::default();
+        for i in 0..1_000_000i64 {
+            idx.insert(
+                Key::Int(i * 7),
+                Location {
+                    file: (i % 100) as u32,
+                    pos: i as u32,
+                    lsn: i,
+                },
+            );
+        }
+        let per_key = idx.heap_bytes() as f64 / idx.len() as f64;
+        println!("integer keys: {per_key:.1} bytes per key at 1M keys");
+        assert!(per_key <= 64.0, "{per_key}");
+
+        let mut idx = KeyIndex::default();
+        for i in 0..1_000_000i64 {
+            let key = json!({"order": format!("ORD-{i:08}"), "line": i % 10});
+            idx.insert(
+                Key::encode(key.as_object().unwrap()),
+                Location {
+                    file: 0,
+                    pos: 0,
+                    lsn: 0,
+                },
+            );
+        }
+        let per_key = idx.heap_bytes() as f64 / idx.len() as f64;
+        println!("composite text keys (~20 bytes): {per_key:.1} bytes per key at 1M keys");
+    }
+
     #[test]
     fn entry_is_sixteen_bytes() {
         assert_eq!(std::mem::size_of::<Location>(), 16);

@@ -19,6 +19,73 @@ pub const SOURCE_TS_COLUMN: &str = "_cdc_source_ts";
 /// When the row was written to the table: the default partition source.
 pub const PROCESSED_AT_COLUMN: &str = "_cdc_processed_at";
 
+/// The old Spark job's columns, for tables that keep its queries working.
+pub const LEGACY_OP_COLUMN: &str = "operation";
+pub const LEGACY_PROCESSED_AT_COLUMN: &str = "processing_time";
+pub const LEGACY_YEAR_COLUMN: &str = "year";
+pub const LEGACY_MONTH_COLUMN: &str = "month";
+
+/// Which CDC metadata columns a table has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MetadataColumns {
+    /// `_cdc_op`, `_cdc_lsn`, `_cdc_source_ts`, `_cdc_processed_at`.
+    #[default]
+    Cdc,
+    /// The old job's `operation`, `processing_time`, `year`, `month`, plus `_cdc_lsn` and
+    /// `_cdc_source_ts`.
+    Legacy,
+}
+
+impl MetadataColumns {
+    pub fn op(self) -> &'static str {
+        match self {
+            MetadataColumns::Cdc => OP_COLUMN,
+            MetadataColumns::Legacy => LEGACY_OP_COLUMN,
+        }
+    }
+
+    pub fn processed_at(self) -> &'static str {
+        match self {
+            MetadataColumns::Cdc => PROCESSED_AT_COLUMN,
+            MetadataColumns::Legacy => LEGACY_PROCESSED_AT_COLUMN,
+        }
+    }
+
+    /// The style of an existing table.
+    pub fn of(schema: &Schema) -> MetadataColumns {
+        if schema.field_by_name(OP_COLUMN).is_none()
+            && schema.field_by_name(LEGACY_OP_COLUMN).is_some()
+        {
+            MetadataColumns::Legacy
+        } else {
+            MetadataColumns::Cdc
+        }
+    }
+
+    fn reserved(self, name: &str) -> bool {
+        name.starts_with("_cdc_")
+            || (self == MetadataColumns::Legacy
+                && [
+                    LEGACY_OP_COLUMN,
+                    LEGACY_PROCESSED_AT_COLUMN,
+                    LEGACY_YEAR_COLUMN,
+                    LEGACY_MONTH_COLUMN,
+                ]
+                .contains(&name))
+    }
+
+    /// The partitioning the old job used, or ours.
+    pub fn default_partitioning(self) -> Partitioning {
+        match self {
+            MetadataColumns::Cdc => Partitioning::default(),
+            MetadataColumns::Legacy => Partitioning::Fields(vec![
+                (LEGACY_YEAR_COLUMN.to_owned(), Transform::Identity),
+                (LEGACY_MONTH_COLUMN.to_owned(), Transform::Identity),
+            ]),
+        }
+    }
+}
+
 /// How a table is partitioned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Partitioning {
@@ -29,6 +96,8 @@ pub enum Partitioning {
         column: String,
         transform: Transform,
     },
+    /// Several partition fields, in order.
+    Fields(Vec<(String, Transform)>),
 }
 
 impl Default for Partitioning {
@@ -79,7 +148,11 @@ pub fn iceberg_type(ty: &ColumnType) -> Type {
 
 /// The schema of a new table: the source columns in order (key columns required and the
 /// identifier fields), then the metadata columns.
-pub fn table_schema(columns: &[Column], key: &[String]) -> Result<Schema, MergeError> {
+pub fn table_schema(
+    columns: &[Column],
+    key: &[String],
+    meta: MetadataColumns,
+) -> Result<Schema, MergeError> {
     for k in key {
         if !columns.iter().any(|c| &c.name == k) {
             return Err(MergeError::Schema(format!(
@@ -91,9 +164,9 @@ pub fn table_schema(columns: &[Column], key: &[String]) -> Result<Schema, MergeE
     let mut identifier_ids = Vec::with_capacity(key.len());
     for (i, column) in columns.iter().enumerate() {
         let id = i as i32 + 1;
-        if column.name.starts_with("_cdc_") {
+        if meta.reserved(&column.name) {
             return Err(MergeError::Schema(format!(
-                "source column `{}` clashes with the CDC metadata columns (_cdc_*)",
+                "source column `{}` clashes with the CDC metadata columns",
                 column.name
             )));
         }
@@ -109,27 +182,24 @@ pub fn table_schema(columns: &[Column], key: &[String]) -> Result<Schema, MergeE
         };
         fields.push(Arc::new(field));
     }
-    let next = columns.len() as i32 + 1;
-    fields.push(Arc::new(NestedField::required(
-        next,
-        OP_COLUMN,
-        Type::Primitive(PrimitiveType::String),
-    )));
-    fields.push(Arc::new(NestedField::optional(
-        next + 1,
-        LSN_COLUMN,
-        Type::Primitive(PrimitiveType::Long),
-    )));
-    fields.push(Arc::new(NestedField::optional(
-        next + 2,
-        SOURCE_TS_COLUMN,
-        Type::Primitive(PrimitiveType::Timestamptz),
-    )));
-    fields.push(Arc::new(NestedField::required(
-        next + 3,
-        PROCESSED_AT_COLUMN,
-        Type::Primitive(PrimitiveType::Timestamptz),
-    )));
+    let mut next = columns.len() as i32 + 1;
+    let mut add = |name: &str, ty: PrimitiveType, required: bool| {
+        let field = if required {
+            NestedField::required(next, name, Type::Primitive(ty))
+        } else {
+            NestedField::optional(next, name, Type::Primitive(ty))
+        };
+        fields.push(Arc::new(field));
+        next += 1;
+    };
+    add(meta.op(), PrimitiveType::String, true);
+    add(LSN_COLUMN, PrimitiveType::Long, false);
+    add(SOURCE_TS_COLUMN, PrimitiveType::Timestamptz, false);
+    add(meta.processed_at(), PrimitiveType::Timestamptz, true);
+    if meta == MetadataColumns::Legacy {
+        add(LEGACY_YEAR_COLUMN, PrimitiveType::Int, true);
+        add(LEGACY_MONTH_COLUMN, PrimitiveType::Int, true);
+    }
     Schema::builder()
         .with_fields(fields)
         .with_identifier_field_ids(identifier_ids)
@@ -156,21 +226,26 @@ pub fn partition_spec(
     schema: &Schema,
     partitioning: &Partitioning,
 ) -> Result<UnboundPartitionSpec, MergeError> {
+    let fields: Vec<(String, Transform)> = match partitioning {
+        Partitioning::None => Vec::new(),
+        Partitioning::Column { column, transform } => vec![(column.clone(), *transform)],
+        Partitioning::Fields(fields) => fields.clone(),
+    };
     let mut spec = UnboundPartitionSpec::builder();
-    if let Partitioning::Column { column, transform } = partitioning {
-        let field = schema.field_by_name(column).ok_or_else(|| {
+    for (column, transform) in fields {
+        let field = schema.field_by_name(&column).ok_or_else(|| {
             MergeError::Schema(format!("partition column `{column}` is not in the table"))
         })?;
         let name = match transform {
-            Transform::Identity => column.clone(),
-            other => format!("{column}_{}", transform_name(other)),
+            Transform::Identity => format!("{column}_part"),
+            other => format!("{column}_{}", transform_name(&other)),
         };
         spec = spec
             .add_partition_fields([UnboundPartitionField {
                 source_id: field.id,
                 field_id: None,
                 name,
-                transform: *transform,
+                transform,
             }])
             .map_err(|e| MergeError::Schema(e.to_string()))?;
     }
@@ -246,15 +321,27 @@ mod tests {
             col("id", ColumnType::Int, false),
             col("name", ColumnType::String, true),
         ];
-        let s = table_schema(&cols, &["id".to_owned()]).unwrap();
+        let s = table_schema(&cols, &["id".to_owned()], MetadataColumns::Cdc).unwrap();
         assert_eq!(s.identifier_field_ids().collect::<Vec<_>>(), vec![1]);
         assert!(s.field_by_name("id").unwrap().required);
         assert!(!s.field_by_name("name").unwrap().required);
         assert!(s.field_by_name(PROCESSED_AT_COLUMN).is_some());
         let spec = partition_spec(&s, &Partitioning::default()).unwrap();
         assert_eq!(spec.fields().len(), 1);
-        assert!(table_schema(&cols, &["nope".to_owned()]).is_err());
+        assert!(table_schema(&cols, &["nope".to_owned()], MetadataColumns::Cdc).is_err());
         let clash = vec![col("_cdc_op", ColumnType::String, true)];
-        assert!(table_schema(&clash, &[]).is_err());
+        assert!(table_schema(&clash, &[], MetadataColumns::Cdc).is_err());
+        let legacy = table_schema(&cols, &["id".to_owned()], MetadataColumns::Legacy).unwrap();
+        for name in ["operation", "processing_time", "year", "month", LSN_COLUMN] {
+            assert!(legacy.field_by_name(name).is_some(), "{name}");
+        }
+        assert_eq!(MetadataColumns::of(&legacy), MetadataColumns::Legacy);
+        assert_eq!(MetadataColumns::of(&s), MetadataColumns::Cdc);
+        let spec =
+            partition_spec(&legacy, &MetadataColumns::Legacy.default_partitioning()).unwrap();
+        assert_eq!(spec.fields().len(), 2);
+        let clash = vec![col("year", ColumnType::Int, true)];
+        assert!(table_schema(&clash, &[], MetadataColumns::Legacy).is_err());
+        assert!(table_schema(&clash, &[], MetadataColumns::Cdc).is_ok());
     }
 }

@@ -7,7 +7,9 @@ use crate::commit::{commit, live_files, Changes, LiveFile, Outcome};
 use crate::files::{read_columns, read_position_deletes, DataWriter, WriteOptions};
 use crate::key_index::{Key, KeyIndex, Location};
 use crate::plan::{plan, Action};
-use crate::schema::{partition_spec, table_schema, untyped_columns, Partitioning, LSN_COLUMN};
+use crate::schema::{
+    partition_spec, table_schema, untyped_columns, MetadataColumns, Partitioning, LSN_COLUMN,
+};
 use crate::MergeError;
 use arrow_array::Array;
 use debezium_cdc::record::ChangeRecord;
@@ -20,7 +22,11 @@ use std::collections::{HashMap, HashSet};
 /// How tables are laid out and written.
 #[derive(Debug, Clone)]
 pub struct TableOptions {
-    pub partitioning: Partitioning,
+    /// Partitioning of new tables; `None`: the metadata columns' default
+    /// (`month(_cdc_processed_at)`, or the old job's `year`, `month`).
+    pub partitioning: Option<Partitioning>,
+    /// Metadata columns of new tables.
+    pub metadata_columns: MetadataColumns,
     pub write: WriteOptions,
     /// Attempts at one commit when others commit concurrently.
     pub max_commit_attempts: u32,
@@ -29,7 +35,8 @@ pub struct TableOptions {
 impl Default for TableOptions {
     fn default() -> Self {
         TableOptions {
-            partitioning: Partitioning::default(),
+            partitioning: None,
+            metadata_columns: MetadataColumns::default(),
             write: WriteOptions::default(),
             max_commit_attempts: 10,
         }
@@ -101,8 +108,13 @@ impl CdcTable {
                 untyped_columns(&names, &key)
             }
         };
-        let schema = table_schema(&columns, &key)?;
-        let spec = partition_spec(&schema, &options.partitioning)?;
+        let meta = options.metadata_columns;
+        let schema = table_schema(&columns, &key, meta)?;
+        let partitioning = options
+            .partitioning
+            .clone()
+            .unwrap_or_else(|| meta.default_partitioning());
+        let spec = partition_spec(&schema, &partitioning)?;
         let creation = TableCreation::builder()
             .name(ident.name().to_owned())
             .schema(schema)

@@ -260,10 +260,10 @@ fn postgres_catalog(dir: &std::path::Path) -> CatalogConfig {
 
 fn options() -> TableOptions {
     TableOptions {
-        partitioning: Partitioning::Column {
+        partitioning: Some(Partitioning::Column {
             column: "day".into(),
             transform: Transform::Month,
-        },
+        }),
         ..TableOptions::default()
     }
 }

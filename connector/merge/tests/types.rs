@@ -9,7 +9,6 @@ use debezium_cdc::Transformer;
 use futures::TryStreamExt;
 use iceberg::TableIdent;
 use iceberg_cdc_merge::arrow_rows::value_at;
-use iceberg_cdc_merge::schema::Partitioning;
 use iceberg_cdc_merge::{Catalog, CatalogConfig, CdcTable, TableOptions};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -108,10 +107,7 @@ async fn every_type_round_trips_and_toast_values_are_kept() {
     let catalog = Catalog::connect(&config).await.unwrap();
     let ident = TableIdent::from_strs(["inventory", "all_types"]).unwrap();
     let create = change("all_types-create");
-    let options = TableOptions {
-        partitioning: Partitioning::default(),
-        ..TableOptions::default()
-    };
+    let options = TableOptions::default();
     let mut table = CdcTable::create(&catalog, &ident, &create, options.clone())
         .await
         .unwrap();
@@ -148,4 +144,85 @@ async fn every_type_round_trips_and_toast_values_are_kept() {
     let (py, duck) = python_rows(&config);
     assert_eq!(py, vec![expected.clone()], "PyIceberg");
     assert_eq!(duck, vec![expected], "DuckDB");
+}
+
+/// The old Spark job's layout: `operation`, `processing_time`, `year`, `month`, partitioned
+/// by `year` and `month`, for users who keep its queries. The sample `products` stream
+/// through the SmartModule, read back by PyIceberg and DuckDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_jobs_columns_and_partitions() {
+    use iceberg_cdc_merge::schema::MetadataColumns;
+    let dir = tempfile::tempdir().unwrap();
+    let config = CatalogConfig {
+        name: "cdc".into(),
+        uri: format!("sqlite://{}/catalog.db", dir.path().display()),
+        warehouse: format!("file://{}/warehouse", dir.path().display()),
+    };
+    let catalog = Catalog::connect(&config).await.unwrap();
+    let ident = TableIdent::from_strs(["public", "products"]).unwrap();
+    let text =
+        std::fs::read_to_string(cdc_tests::workspace().join("tests/fixtures/products.kv")).unwrap();
+    let mut t = Transformer::new(Settings::default());
+    let records: Vec<ChangeRecord> = text
+        .lines()
+        .filter_map(|line| {
+            let (k, v) = line.split_once('\t')?;
+            match t.process(Some(k.as_bytes()), v.as_bytes(), None)? {
+                CdcRecord::Change(c) => Some(*c),
+                CdcRecord::Error(_) => None,
+            }
+        })
+        .collect();
+    let options = TableOptions {
+        metadata_columns: MetadataColumns::Legacy,
+        ..TableOptions::default()
+    };
+    let mut table = CdcTable::create(&catalog, &ident, &records[0], options)
+        .await
+        .unwrap();
+    let before = chrono::Utc::now();
+    table
+        .apply(&catalog, &records, HashMap::new())
+        .await
+        .unwrap();
+    let spec = table.table().metadata().default_partition_spec();
+    let fields: Vec<String> = spec.fields().iter().map(|f| f.name.clone()).collect();
+    assert_eq!(fields, ["year_part", "month_part"]);
+
+    let root = cdc_tests::workspace();
+    let out = std::process::Command::new(root.join("tests/.venv/bin/python"))
+        .arg(root.join("tests/readers/read_table.py"))
+        .args([
+            "--catalog-uri",
+            &config.uri.replacen("sqlite://", "sqlite:///", 1),
+        ])
+        .args([
+            "--table",
+            "public.products",
+            "--columns",
+            "id,name,price,on_offer,operation,year,month",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    use chrono::Datelike;
+    let (y, m) = (before.year(), before.month() as i32);
+    let mut expected = vec![
+        json!({"id":1,"name":"scooter","price":279,"on_offer":true,"operation":"u","year":y,"month":m}),
+        json!({"id":2,"name":"car battery","price":81,"on_offer":false,"operation":"r","year":y,"month":m}),
+        json!({"id":4,"name":"hammer","price":29,"on_offer":false,"operation":"u","year":y,"month":m}),
+        json!({"id":5,"name":"rocks","price":6,"on_offer":false,"operation":"u","year":y,"month":m}),
+        json!({"id":6,"name":"tape","price":7,"on_offer":false,"operation":"c","year":y,"month":m}),
+    ];
+    expected.sort_by_key(|r| r["id"].as_i64());
+    for reader in ["pyiceberg", "duckdb"] {
+        let mut rows = v[reader].as_array().unwrap().clone();
+        rows.sort_by_key(|r| r["id"].as_i64());
+        assert_eq!(rows, expected, "{reader}");
+    }
 }
