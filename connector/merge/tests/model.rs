@@ -112,17 +112,21 @@ fn batch(
     keys: u64,
 ) -> Vec<ChangeRecord> {
     let mut out = Vec::new();
-    let n = 1 + rng.below(60);
-    for _ in 0..n {
+    let n = 1 + rng.below(400);
+    // one batch in fifteen truncates the table somewhere in the middle
+    let truncate_at = (rng.below(15) == 0).then(|| rng.below(n));
+    for i in 0..n {
         *next_lsn += 10;
         let lsn = *next_lsn;
         let id = rng.below(keys) as i64;
+        if truncate_at == Some(i) {
+            out.push(change(Op::Truncate, 0, lsn, None));
+            model.clear();
+            lsns.clear();
+            continue;
+        }
         match rng.below(100) {
-            0 => {
-                out.push(change(Op::Truncate, 0, lsn, None));
-                model.clear();
-                lsns.clear();
-            }
+            0 => {}
             1..=5 => {
                 // a replay of an older event: must not move the row backwards
                 if let Some(&known) = lsns.get(&id) {
@@ -288,7 +292,7 @@ async fn run_model(config: &CatalogConfig, seed: u64, rounds: usize) {
     let mut lsns = HashMap::new();
     let mut next_lsn = 100;
 
-    let first = batch(&mut rng, &mut model, &mut lsns, &mut next_lsn, 200);
+    let first = batch(&mut rng, &mut model, &mut lsns, &mut next_lsn, 2000);
     let mut table = CdcTable::create(&catalog, &ident, &first[0], options())
         .await
         .unwrap();
@@ -297,7 +301,7 @@ async fn run_model(config: &CatalogConfig, seed: u64, rounds: usize) {
 
     let mut snapshots = 1;
     for round in 0..rounds {
-        let records = batch(&mut rng, &mut model, &mut lsns, &mut next_lsn, 200);
+        let records = batch(&mut rng, &mut model, &mut lsns, &mut next_lsn, 2000);
         let props = HashMap::from([("cdc.offsets".to_owned(), format!("{{\"0\":{round}}}"))]);
         let applied = table.apply(&catalog, &records, props).await.unwrap();
         snapshots += 1;
@@ -348,6 +352,30 @@ async fn run_model(config: &CatalogConfig, seed: u64, rounds: usize) {
     }
     assert_eq!(chain, snapshots);
     assert_eq!(metadata.metadata_log().len(), snapshots);
+
+    // the catalog row points at the newest metadata and remembers the one before
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&config.uri)
+        .await
+        .expect("catalog database");
+    let sql = "SELECT metadata_location, previous_metadata_location FROM iceberg_tables \
+               WHERE catalog_name = ? AND table_namespace = 'public' AND table_name = 'items'";
+    let sql = if config.uri.starts_with("postgres") {
+        sql.replace('?', "$1")
+    } else {
+        sql.to_owned()
+    };
+    let (current, previous): (String, String) = sqlx::query_as(&sql)
+        .bind(&config.name)
+        .fetch_one(&pool)
+        .await
+        .expect("catalog row");
+    assert_eq!(Some(current.as_str()), table.table().metadata_location());
+    let last_logged = metadata
+        .metadata_log()
+        .last()
+        .map(|m| m.metadata_file.clone());
+    assert_eq!(Some(previous), last_logged);
 }
 
 /// A foreign commit between two batches (PyIceberg appends a row): our compare-and-swap loses,
