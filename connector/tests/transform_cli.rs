@@ -8,24 +8,29 @@ fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Runs the connector binary from the workspace root.
+fn connector(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iceberg-cdc-sink"));
+    cmd.current_dir(workspace()).args(args);
+    cmd
+}
+
 #[test]
 fn sample_stream_changes_on_stdout_errors_in_the_dead_letter_file() {
     let dir = std::env::temp_dir().join(format!("transform-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let dead_letter = dir.join("dead-letter.jsonl");
-    let out = Command::new(env!("CARGO_BIN_EXE_iceberg-cdc-sink"))
-        .current_dir(workspace())
-        .args([
-            "transform",
-            "--input",
-            "tests/fixtures/products.kv",
-            "--format",
-            "key-value",
-        ])
-        .arg("--dead-letter")
-        .arg(&dead_letter)
-        .output()
-        .unwrap();
+    let out = connector(&[
+        "transform",
+        "--input",
+        "tests/fixtures/products.kv",
+        "--format",
+        "key-value",
+    ])
+    .arg("--dead-letter")
+    .arg(&dead_letter)
+    .output()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -73,17 +78,15 @@ fn sample_stream_changes_on_stdout_errors_in_the_dead_letter_file() {
 
 #[test]
 fn a_bad_param_is_a_clear_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_iceberg-cdc-sink"))
-        .current_dir(workspace())
-        .args([
-            "transform",
-            "--input",
-            "tests/fixtures/products.kv",
-            "--param",
-            "operatons=c",
-        ])
-        .output()
-        .unwrap();
+    let out = connector(&[
+        "transform",
+        "--input",
+        "tests/fixtures/products.kv",
+        "--param",
+        "operatons=c",
+    ])
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("operatons"), "{stderr}");

@@ -39,6 +39,12 @@ pub struct Changes {
     pub properties: HashMap<String, String>,
 }
 
+/// A manifest entry to write.
+enum Entry<'a> {
+    Added(&'a DataFile),
+    Removed(&'a LiveFile),
+}
+
 /// The outcome of one attempt.
 pub enum Outcome {
     Committed(Box<Table>),
@@ -133,52 +139,27 @@ pub async fn commit(
             file_io.new_output(&path).map_err(err("manifest"))
         };
 
-    if !changes.added_data.is_empty() {
-        let mut w = ManifestWriterBuilder::new(
-            next_manifest(&mut written)?,
-            Some(snapshot_id),
-            schema.clone(),
-            spec.clone(),
-        )
-        .build_v2_data();
-        for f in &changes.added_data {
-            w.add_file(f.clone(), sequence)
-                .map_err(err("data manifest"))?;
-        }
-        manifests.push(
-            w.write_manifest_file()
-                .await
-                .map_err(err("writing the data manifest"))?,
-        );
-    }
-    if !changes.added_deletes.is_empty() {
-        let mut w = ManifestWriterBuilder::new(
-            next_manifest(&mut written)?,
-            Some(snapshot_id),
-            schema.clone(),
-            spec.clone(),
-        )
-        .build_v2_deletes();
-        for f in &changes.added_deletes {
-            w.add_file(f.clone(), sequence)
-                .map_err(err("delete manifest"))?;
-        }
-        manifests.push(
-            w.write_manifest_file()
-                .await
-                .map_err(err("writing the delete manifest"))?,
-        );
-    }
-    for content in [DataContentType::Data, DataContentType::PositionDeletes] {
-        let removed: Vec<&LiveFile> = changes
+    // one manifest per kind of entry: added data, added deletes, removed data, removed deletes
+    let is_data = |f: &DataFile| f.content_type() == DataContentType::Data;
+    let removed = |data: bool| {
+        changes
             .removed
             .iter()
-            .filter(|f| match content {
-                DataContentType::Data => f.file.content_type() == DataContentType::Data,
-                _ => f.file.content_type() != DataContentType::Data,
-            })
-            .collect();
-        if removed.is_empty() {
+            .filter(move |f| is_data(&f.file) == data)
+            .map(Entry::Removed)
+            .collect::<Vec<_>>()
+    };
+    let groups: [(bool, Vec<Entry>); 4] = [
+        (true, changes.added_data.iter().map(Entry::Added).collect()),
+        (
+            false,
+            changes.added_deletes.iter().map(Entry::Added).collect(),
+        ),
+        (true, removed(true)),
+        (false, removed(false)),
+    ];
+    for (data, entries) in groups {
+        if entries.is_empty() {
             continue;
         }
         let builder = ManifestWriterBuilder::new(
@@ -187,17 +168,21 @@ pub async fn commit(
             schema.clone(),
             spec.clone(),
         );
-        let mut w = match content {
-            DataContentType::Data => builder.build_v2_data(),
-            _ => builder.build_v2_deletes(),
+        let mut w = if data {
+            builder.build_v2_data()
+        } else {
+            builder.build_v2_deletes()
         };
-        for f in removed {
-            w.add_delete_file(
-                f.file.clone(),
-                f.sequence_number,
-                Some(f.file_sequence_number.unwrap_or(f.sequence_number)),
-            )
-            .map_err(err("removing a file"))?;
+        for entry in entries {
+            match entry {
+                Entry::Added(f) => w.add_file(f.clone(), sequence),
+                Entry::Removed(f) => w.add_delete_file(
+                    f.file.clone(),
+                    f.sequence_number,
+                    Some(f.file_sequence_number.unwrap_or(f.sequence_number)),
+                ),
+            }
+            .map_err(err("manifest entry"))?;
         }
         manifests.push(
             w.write_manifest_file()

@@ -15,6 +15,9 @@ use iceberg_cdc_merge::{Catalog, CatalogConfig, CdcTable, TableOptions};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
 
+mod support;
+use support::{append_with_pyiceberg, postgres_catalog, read_with_python, sqlite_catalog};
+
 /// A small deterministic generator (no external randomness: failures reproduce).
 struct Lcg(u64);
 
@@ -186,38 +189,9 @@ async fn read_back(table: &iceberg::table::Table) -> Model {
     out
 }
 
-/// The Python with PyIceberg and DuckDB that `tests/run.sh` installs.
-fn python() -> std::path::PathBuf {
-    let venv =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/.venv/bin/python");
-    let python = std::env::var_os("CDC_PYTHON")
-        .map(Into::into)
-        .unwrap_or(venv);
-    assert!(
-        python.exists(),
-        "{} is missing: `bash tests/run.sh` installs the Python readers (PyIceberg, DuckDB)",
-        python.display()
-    );
-    python
-}
-
 /// The table as PyIceberg and as DuckDB read it.
 fn python_readers(catalog: &CatalogConfig, table: &str) -> (Model, Model) {
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/readers/read_table.py");
-    let out = std::process::Command::new(python())
-        .arg(script)
-        .args(["--catalog-uri", &sqlalchemy_uri(&catalog.uri)])
-        .args(["--catalog-name", &catalog.name])
-        .args(["--table", table, "--columns", "id,name,amount,day"])
-        .output()
-        .expect("run the readers");
-    assert!(
-        out.status.success(),
-        "readers failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("readers print JSON");
+    let v = read_with_python(catalog, table, &["id", "name", "amount", "day"]);
     let model = |rows: &Value| -> Model {
         let mut m = Model::new();
         for r in rows.as_array().expect("rows") {
@@ -228,38 +202,6 @@ fn python_readers(catalog: &CatalogConfig, table: &str) -> (Model, Model) {
         m
     };
     (model(&v["pyiceberg"]), model(&v["duckdb"]))
-}
-
-/// PyIceberg names the same databases the SQLAlchemy way.
-fn sqlalchemy_uri(uri: &str) -> String {
-    match uri.strip_prefix("postgres://") {
-        Some(rest) => format!("postgresql+psycopg2://{rest}"),
-        None => uri.replacen("sqlite://", "sqlite:///", 1),
-    }
-}
-
-fn sqlite_catalog(dir: &std::path::Path) -> CatalogConfig {
-    CatalogConfig {
-        name: "cdc".into(),
-        uri: format!("sqlite://{}/catalog.db", dir.display()),
-        warehouse: format!("file://{}/warehouse", dir.display()),
-    }
-}
-
-/// The PostgreSQL server `tests/run.sh` starts; a catalog name of this run's own.
-fn postgres_catalog(dir: &std::path::Path) -> CatalogConfig {
-    let uri = std::env::var("CDC_TEST_POSTGRES_URI").expect(
-        "CDC_TEST_POSTGRES_URI is not set: `bash tests/run.sh` starts PostgreSQL and sets it",
-    );
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    CatalogConfig {
-        name: format!("cdc_{}_{nanos}", std::process::id()),
-        uri,
-        warehouse: format!("file://{}/warehouse", dir.display()),
-    }
 }
 
 fn options() -> TableOptions {
@@ -403,20 +345,7 @@ async fn a_foreign_commit_makes_us_retry_and_the_table_stays_right() {
         {"id": 1000, "name": "foreign", "amount": "1.00", "day": "2024-07-01",
          "_cdc_op": "c", "_cdc_processed_at": "2024-07-01T00:00:00Z"}
     ]);
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/readers/append_rows.py");
-    let out = std::process::Command::new(python())
-        .arg(script)
-        .args(["--catalog-uri", &sqlalchemy_uri(&config.uri)])
-        .args(["--catalog-name", &config.name, "--table", "public.items"])
-        .args(["--rows", &foreign.to_string()])
-        .output()
-        .expect("run PyIceberg");
-    assert!(
-        out.status.success(),
-        "append failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    append_with_pyiceberg(&config, "public.items", &foreign);
     model.insert(
         1000,
         json!({"id": 1000, "name": "foreign", "amount": "1.00", "day": "2024-07-01"})

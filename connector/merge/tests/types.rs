@@ -13,6 +13,9 @@ use iceberg_cdc_merge::{Catalog, CatalogConfig, CdcTable, TableOptions};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
+mod support;
+use support::{read_with_python, sqlite_catalog};
+
 const COLUMNS: [&str; 17] = [
     "id", "price", "amount", "born", "alarm", "created", "updated", "uid", "attrs", "photo",
     "tags", "notes", "happy", "ratio", "small", "score", "mood",
@@ -59,33 +62,7 @@ type Rows = Vec<Map<String, Value>>;
 
 /// The table as PyIceberg and as DuckDB read it.
 fn python_rows(config: &CatalogConfig) -> (Rows, Rows) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = root.join("tests/.venv/bin/python");
-    assert!(
-        python.exists(),
-        "`bash tests/run.sh` installs the Python readers"
-    );
-    let out = std::process::Command::new(python)
-        .arg(root.join("tests/readers/read_table.py"))
-        .args([
-            "--catalog-uri",
-            &config.uri.replacen("sqlite://", "sqlite:///", 1),
-        ])
-        .args([
-            "--catalog-name",
-            &config.name,
-            "--table",
-            "inventory.all_types",
-        ])
-        .args(["--columns", &COLUMNS.join(",")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = read_with_python(config, "inventory.all_types", &COLUMNS);
     let rows = |k: &str| -> Rows {
         v[k].as_array()
             .unwrap()
@@ -99,11 +76,7 @@ fn python_rows(config: &CatalogConfig) -> (Rows, Rows) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_round_trips_and_toast_values_are_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let config = CatalogConfig {
-        name: "cdc".into(),
-        uri: format!("sqlite://{}/catalog.db", dir.path().display()),
-        warehouse: format!("file://{}/warehouse", dir.path().display()),
-    };
+    let config = sqlite_catalog(dir.path());
     let catalog = Catalog::connect(&config).await.unwrap();
     let ident = TableIdent::from_strs(["inventory", "all_types"]).unwrap();
     let create = change("all_types-create");
@@ -153,11 +126,7 @@ async fn every_type_round_trips_and_toast_values_are_kept() {
 async fn the_old_jobs_columns_and_partitions() {
     use iceberg_cdc_merge::schema::MetadataColumns;
     let dir = tempfile::tempdir().unwrap();
-    let config = CatalogConfig {
-        name: "cdc".into(),
-        uri: format!("sqlite://{}/catalog.db", dir.path().display()),
-        warehouse: format!("file://{}/warehouse", dir.path().display()),
-    };
+    let config = sqlite_catalog(dir.path());
     let catalog = Catalog::connect(&config).await.unwrap();
     let ident = TableIdent::from_strs(["public", "products"]).unwrap();
     let text =
@@ -189,27 +158,19 @@ async fn the_old_jobs_columns_and_partitions() {
     let fields: Vec<String> = spec.fields().iter().map(|f| f.name.clone()).collect();
     assert_eq!(fields, ["year_part", "month_part"]);
 
-    let root = cdc_tests::workspace();
-    let out = std::process::Command::new(root.join("tests/.venv/bin/python"))
-        .arg(root.join("tests/readers/read_table.py"))
-        .args([
-            "--catalog-uri",
-            &config.uri.replacen("sqlite://", "sqlite:///", 1),
-        ])
-        .args([
-            "--table",
-            "public.products",
-            "--columns",
-            "id,name,price,on_offer,operation,year,month",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = read_with_python(
+        &config,
+        "public.products",
+        &[
+            "id",
+            "name",
+            "price",
+            "on_offer",
+            "operation",
+            "year",
+            "month",
+        ],
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     use chrono::Datelike;
     let (y, m) = (before.year(), before.month() as i32);
     let mut expected = vec![
