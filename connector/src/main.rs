@@ -1,31 +1,52 @@
-//! The sink connector binary. Data path: source -> transform (SmartModule) -> batch ->
-//! merge -> commit. This first cut has the source and transform stages and a `transform`
-//! command that shows what the SmartModule makes of a file of Debezium messages.
+//! `iceberg-cdc-sink`: Debezium change streams into Apache Iceberg tables, as a Fluvio sink
+//! connector. Data path: source -> transform (the debezium-cdc SmartModule) -> batch ->
+//! merge -> commit (see `sink.rs`).
+//!
+//! As cdk runs it: `iceberg-cdc-sink --config <file> [--secrets <file>]`.
 
+mod batch;
+mod config;
+mod dead_letter;
+mod inspect;
+mod router;
+mod sink;
 mod source;
 mod transform;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use config::{ConnectorConfig, Secrets};
 use debezium_cdc::record::CdcRecord;
-use source::file::{self, LineFormat};
+use source::file::{FileSource, LineFormat};
 use std::collections::BTreeMap;
-use std::io::{BufReader, Write};
-use std::path::PathBuf;
-
-/// Where `smartmodule/build-wasm.sh` puts the SmartModule.
-const DEFAULT_WASM: &str = "target/wasm32-unknown-unknown/release-lto/debezium_cdc.wasm";
-const SMARTMODULE_NAME: &str = "cdc-iceberg/debezium-cdc@0.1.0";
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(version, about = "Debezium change streams into Apache Iceberg tables")]
 struct Cli {
+    /// The connector config (Fluvio's format with an `iceberg:` section).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// `NAME=value` lines; without it, secrets come from environment variables.
+    #[arg(long, global = true)]
+    secrets: Option<PathBuf>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Show each table's snapshots (with the offsets each committed) and rows.
+    Inspect {
+        /// Only this table (`namespace.table`).
+        #[arg(long)]
+        table: Option<String>,
+        /// Rows to print per table.
+        #[arg(long, default_value_t = 20)]
+        rows: usize,
+    },
     /// Run the debezium-cdc SmartModule (in Fluvio's engine, in-process) over a file of
     /// Debezium messages and print the CDC records as JSON lines.
     Transform(TransformArgs),
@@ -40,7 +61,7 @@ struct TransformArgs {
     #[arg(long, value_enum, default_value = "value")]
     format: LineFormat,
     /// The compiled SmartModule.
-    #[arg(long, env = "DEBEZIUM_CDC_WASM", default_value = DEFAULT_WASM)]
+    #[arg(long, env = "DEBEZIUM_CDC_WASM", default_value = sink::DEFAULT_WASM)]
     wasm: PathBuf,
     /// A SmartModule parameter, `name=value` (repeatable), as under `with:` in a config.
     #[arg(long = "param", value_parser = parse_param)]
@@ -56,23 +77,103 @@ fn parse_param(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("`{text}` is not name=value"))
 }
 
+fn load_config(path: Option<&Path>, secrets: Option<&Path>) -> Result<ConnectorConfig> {
+    let path = path.context("--config is required")?;
+    let secrets = match secrets {
+        Some(s) => Secrets::from_file(s)?,
+        None => Secrets::from_env(),
+    };
+    ConnectorConfig::load(path, &secrets)
+}
+
 fn main() -> Result<()> {
-    match Cli::parse().command {
-        Command::Transform(args) => run_transform(args),
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        None => runtime.block_on(run(load_config(
+            cli.config.as_deref(),
+            cli.secrets.as_deref(),
+        )?)),
+        Some(Command::Inspect { table, rows }) => {
+            let config = load_config(cli.config.as_deref(), cli.secrets.as_deref())?;
+            let stdout = std::io::stdout();
+            runtime.block_on(inspect::inspect(
+                &config,
+                table.as_deref(),
+                rows,
+                &mut stdout.lock(),
+            ))
+        }
+        Some(Command::Transform(args)) => run_transform(args),
+    }
+}
+
+/// Seconds a stop request may take to commit what is open before the process gives up (and
+/// a restart replays it).
+const STOP_DEADLINE: Duration = Duration::from_secs(30);
+
+async fn run(config: ConnectorConfig) -> Result<()> {
+    tracing::info!("{}", config.describe());
+    let mut sink = sink::Sink::open(config).await?;
+    tracing::info!(resume = ?sink.resume_positions(), "started");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: stopping");
+        let _ = stop_tx.send(true);
+        tokio::time::sleep(STOP_DEADLINE).await;
+        tracing::error!("open batches not committed within {STOP_DEADLINE:?}: abandoning them");
+        std::process::exit(2);
+    });
+    let result = sink.run(stop_rx).await;
+    tracing::info!("summary: {}", sink.stats);
+    result
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
 fn run_transform(args: TransformArgs) -> Result<()> {
-    let records = if args.input == "-" {
-        file::read_all(std::io::stdin().lock(), args.format, 0)?
-    } else {
-        let f =
-            std::fs::File::open(&args.input).with_context(|| format!("opening {}", args.input))?;
-        file::read_all(BufReader::new(f), args.format, 0)
-            .with_context(|| format!("reading {}", args.input))?
-    };
+    let mut source = FileSource::open(&args.input, args.format, 0)?;
+    let mut records = Vec::new();
+    loop {
+        let chunk = source.next_chunk(10_000)?;
+        if chunk.is_empty() {
+            break;
+        }
+        records.extend(chunk);
+    }
     let mut chain = transform::Chain::new(&[transform::Step {
-        name: SMARTMODULE_NAME.to_owned(),
+        name: sink::SMARTMODULE_NAME.to_owned(),
         wasm: args.wasm.clone(),
         params: args.params.into_iter().collect(),
     }])?;

@@ -80,3 +80,150 @@ pub fn fixture_names() -> Result<Vec<String>> {
     names.sort();
     Ok(names)
 }
+
+/// A deterministic stream of Debezium PostgreSQL change events (JSON converter with schemas,
+/// Kafka key and value as `KEY<TAB>VALUE` lines), and the tables it must produce.
+pub mod stream {
+    use base64::Engine as _;
+    use serde_json::{json, Value};
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone)]
+    pub struct Spec {
+        pub events: usize,
+        pub keys: u64,
+        pub tables: Vec<String>,
+        pub seed: u64,
+        /// Every n-th message is a bad one (invalid JSON), for the dead-letter path.
+        pub bad_every: Option<usize>,
+    }
+
+    /// Rows by table (`schema.table`) and key, in the CDC record's normalized form.
+    pub type Model = BTreeMap<String, BTreeMap<i64, Value>>;
+
+    pub struct Generated {
+        pub lines: Vec<String>,
+        pub model: Model,
+        /// Line numbers of the bad messages.
+        pub bad: Vec<usize>,
+    }
+
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    fn field(ty: &str, name: &str, optional: bool, logical: Option<(&str, Value)>) -> Value {
+        let mut f = json!({"type": ty, "optional": optional, "field": name});
+        if let Some((logical, params)) = logical {
+            f["name"] = json!(logical);
+            f["version"] = json!(1);
+            if !params.is_null() {
+                f["parameters"] = params;
+            }
+        }
+        f
+    }
+
+    fn value_schema(table: &str) -> Value {
+        let row = |which: &str| {
+            json!({"type": "struct", "optional": true, "name": format!("shop.{table}.Value"), "field": which,
+            "fields": [
+                field("int32", "id", false, None),
+                field("string", "name", true, None),
+                field("bytes", "price", true, Some(("org.apache.kafka.connect.data.Decimal",
+                    json!({"scale": "2", "connect.decimal.precision": "10"})))),
+                field("int32", "qty", true, None),
+                field("int32", "day", true, Some(("io.debezium.time.Date", Value::Null))),
+            ]})
+        };
+        json!({"type": "struct", "optional": false, "name": format!("shop.{table}.Envelope"), "version": 2,
+            "fields": [row("before"), row("after"),
+                {"type": "struct", "optional": false, "name": "io.debezium.connector.postgresql.Source", "field": "source",
+                 "fields": [field("string", "connector", false, None), field("string", "db", false, None),
+                            field("string", "schema", false, None), field("string", "table", false, None),
+                            field("int64", "lsn", true, None), field("int64", "txId", true, None),
+                            field("int64", "ts_ms", false, None)]},
+                field("string", "op", false, None), field("int64", "ts_ms", true, None)]})
+    }
+
+    /// The wire row and its normalized form.
+    fn row(rng: &mut Lcg, id: i64) -> (Value, Value) {
+        let cents = rng.below(2_000_000) as i64 - 1_000_000;
+        let days = 19_723 + rng.below(180) as i64; // 2024-01-01 + up to ~6 months
+        let name = format!("item-{}", rng.below(100_000));
+        let qty = rng.below(1000) as i64;
+        let price_bytes = (cents as i32).to_be_bytes();
+        let wire = json!({"id": id, "name": name, "qty": qty, "day": days,
+            "price": base64::engine::general_purpose::STANDARD.encode(price_bytes)});
+        let date = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
+            .and_then(|d| d.checked_add_signed(chrono::TimeDelta::days(days)))
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .unwrap_or_default();
+        let price = format!(
+            "{}{}.{:02}",
+            if cents < 0 { "-" } else { "" },
+            cents.abs() / 100,
+            cents.abs() % 100
+        );
+        let normalized = json!({"id": id, "name": name, "price": price, "qty": qty, "day": date});
+        (wire, normalized)
+    }
+
+    pub fn generate(spec: &Spec) -> Generated {
+        let mut rng = Lcg(spec.seed);
+        let mut model = Model::new();
+        let mut wire_rows: BTreeMap<(String, i64), Value> = BTreeMap::new();
+        let schemas: BTreeMap<&String, Value> =
+            spec.tables.iter().map(|t| (t, value_schema(t))).collect();
+        let mut lines = Vec::with_capacity(spec.events);
+        let mut bad = Vec::new();
+        let mut lsn: u64 = 1_000_000;
+        while lines.len() < spec.events {
+            if spec.bad_every.is_some_and(|n| lines.len() % n == n - 1) {
+                bad.push(lines.len());
+                lines.push(format!("{{\"id\":1}}\t{{\"schema\": {{\"type\": \"struct\"}}, \"payload\": {{\"op\": \"c\", \"after\": {{\"id\": {}", lines.len()));
+                continue;
+            }
+            let table = &spec.tables[rng.below(spec.tables.len() as u64) as usize];
+            let (schema_name, table_name) = table.split_once('.').unwrap_or(("public", table));
+            let id = rng.below(spec.keys) as i64;
+            lsn += 8;
+            let exists = wire_rows.contains_key(&(table.clone(), id));
+            let dice = rng.below(100);
+            let (op, before, after) = if exists && dice < 10 {
+                let before = wire_rows.remove(&(table.clone(), id));
+                model.entry(table.clone()).or_default().remove(&id);
+                ("d", before, None)
+            } else {
+                let (wire, normalized) = row(&mut rng, id);
+                let op = if exists { "u" } else { "c" };
+                let before = wire_rows.insert((table.clone(), id), wire.clone());
+                model
+                    .entry(table.clone())
+                    .or_default()
+                    .insert(id, normalized);
+                (op, before.filter(|_| dice % 2 == 0), Some(wire))
+            };
+            let source = json!({"connector": "postgresql", "db": "shop", "schema": schema_name, "table": table_name,
+                "lsn": lsn, "txId": lsn / 8, "ts_ms": 1_717_200_000_000u64 + lsn});
+            let value = json!({"schema": schemas[table], "payload": {"before": before, "after": after,
+                "source": source, "op": op, "ts_ms": 1_717_200_000_000u64 + lsn}});
+            let key = json!({"schema": {"type": "struct", "optional": false, "name": format!("shop.{table}.Key"),
+                "fields": [field("int32", "id", false, None)]}, "payload": {"id": id}});
+            lines.push(format!("{key}\t{value}"));
+            if op == "d" && lines.len() < spec.events {
+                lines.push(format!("{key}\t"));
+            }
+        }
+        lines.truncate(spec.events);
+        Generated { lines, model, bad }
+    }
+}

@@ -104,6 +104,22 @@ impl Catalog {
             .map_err(catalog_err)
     }
 
+    /// Every table in the catalog (nested namespaces included).
+    pub async fn list_tables(&self) -> Result<Vec<TableIdent>, MergeError> {
+        let mut out = Vec::new();
+        let mut pending = self.sql.list_namespaces(None).await.map_err(catalog_err)?;
+        while let Some(ns) = pending.pop() {
+            out.extend(self.sql.list_tables(&ns).await.map_err(catalog_err)?);
+            pending.extend(
+                self.sql
+                    .list_namespaces(Some(&ns))
+                    .await
+                    .map_err(catalog_err)?,
+            );
+        }
+        Ok(out)
+    }
+
     /// Points the table at `new` if it still points at `expected`. `false`: someone else
     /// committed first.
     pub async fn swap(

@@ -174,6 +174,65 @@ impl CdcTable {
         id
     }
 
+    /// Checks that a change can be written to this table: its columns exist and its values
+    /// convert to the column types. A record that fails is dead-lettered, not the batch.
+    pub fn check(&self, record: &ChangeRecord) -> Result<(), MergeError> {
+        let schema = self.table.metadata().current_schema();
+        let image = record.after.as_ref().or(record.before.as_ref());
+        for name in image.into_iter().flat_map(|m| m.keys()) {
+            if schema.field_by_name(name).is_none() {
+                return Err(MergeError::Value {
+                    column: name.clone(),
+                    reason: format!(
+                        "not a column of {} (schema changes are not applied yet)",
+                        self.table.identifier()
+                    ),
+                });
+            }
+        }
+        for name in &self.key_columns {
+            if !record.key.contains_key(name) {
+                return Err(MergeError::Value {
+                    column: name.clone(),
+                    reason: "primary key column missing from the record's key".into(),
+                });
+            }
+        }
+        if let Some(after) = &record.after {
+            let arrow = iceberg::arrow::schema_to_arrow_schema(schema)
+                .map_err(|e| MergeError::Schema(e.to_string()))?;
+            for (name, value) in after {
+                let field = arrow
+                    .field_with_name(name)
+                    .map_err(|e| MergeError::Schema(e.to_string()))?;
+                if value.is_null() && !field.is_nullable() {
+                    return Err(MergeError::Value {
+                        column: name.clone(),
+                        reason: "null in a required column".into(),
+                    });
+                }
+                crate::arrow_rows::array(name, field.data_type(), std::slice::from_ref(value))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The summary properties of the newest snapshot whose summary has `key`, walking back
+    /// from the current one (another writer's snapshots in between are passed over).
+    pub fn last_summary_with(&self, key: &str) -> Option<HashMap<String, String>> {
+        let metadata = self.table.metadata();
+        let mut snapshot = metadata.current_snapshot().cloned();
+        while let Some(s) = snapshot {
+            if s.summary().additional_properties.contains_key(key) {
+                return Some(s.summary().additional_properties.clone());
+            }
+            snapshot = s
+                .parent_snapshot_id()
+                .and_then(|p| metadata.snapshot_by_id(p).cloned());
+        }
+        None
+    }
+
     /// Reads the key columns and LSNs of every live data file, less its position deletes.
     pub async fn rebuild_index(&mut self) -> Result<(), MergeError> {
         self.index.clear();

@@ -1,8 +1,8 @@
-//! Debezium messages from a file or stdin, one per line.
+//! Debezium messages from a file or stdin, one per line: one partition (0) whose offsets are
+//! line numbers, counted from 0.
 //!
 //! Two line formats: `value` (the message value; an empty line is a tombstone) and
-//! `key-value` (`KEY<TAB>VALUE`, as `kcat -f '%k\t%s\n'` prints a topic). A record's offset
-//! is its line number, counted from 0.
+//! `key-value` (`KEY<TAB>VALUE`, as `kcat -f '%k\t%s\n'` prints a topic).
 
 use super::SourceRecord;
 use anyhow::{bail, Context, Result};
@@ -12,6 +12,16 @@ use std::io::BufRead;
 pub enum LineFormat {
     Value,
     KeyValue,
+}
+
+impl LineFormat {
+    pub fn parse(text: &str) -> Result<LineFormat> {
+        match text {
+            "value" => Ok(LineFormat::Value),
+            "key-value" => Ok(LineFormat::KeyValue),
+            other => bail!("line format `{other}` is not value or key-value"),
+        }
+    }
 }
 
 /// Splits one line into a record. A `key-value` line without a tab is refused with its
@@ -29,37 +39,102 @@ pub fn parse_line(line: &[u8], offset: i64, format: LineFormat) -> Result<Source
         },
     };
     Ok(SourceRecord {
+        partition: 0,
         offset,
         key,
         value: value.to_vec(),
     })
 }
 
-/// Reads every line of `input`, starting after `skip` lines.
-pub fn read_all(input: impl BufRead, format: LineFormat, skip: i64) -> Result<Vec<SourceRecord>> {
-    let mut out = Vec::new();
-    for (n, line) in input.split(b'\n').enumerate() {
-        let line = line.with_context(|| format!("reading line {}", n + 1))?;
-        let offset = n as i64;
-        if offset < skip {
-            continue;
+/// Reads lines on demand.
+pub struct FileSource {
+    input: Box<dyn BufRead + Send>,
+    format: LineFormat,
+    next: i64,
+    done: bool,
+}
+
+impl FileSource {
+    /// `path` (or `-` for stdin), skipping the lines before `start`.
+    pub fn open(path: &str, format: LineFormat, start: i64) -> Result<FileSource> {
+        let input: Box<dyn BufRead + Send> = if path == "-" {
+            Box::new(std::io::BufReader::new(std::io::stdin()))
+        } else {
+            let f = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
+            Box::new(std::io::BufReader::with_capacity(1 << 20, f))
+        };
+        let mut source = FileSource {
+            input,
+            format,
+            next: 0,
+            done: false,
+        };
+        let mut skip = Vec::new();
+        while source.next < start {
+            skip.clear();
+            if source.input.read_until(b'\n', &mut skip)? == 0 {
+                source.done = true;
+                break;
+            }
+            source.next += 1;
         }
-        out.push(parse_line(&line, offset, format)?);
+        Ok(source)
     }
-    Ok(out)
+
+    /// The offset of the next line to read.
+    pub fn position(&self) -> i64 {
+        self.next
+    }
+
+    /// Up to `max` records; empty at the end of the input.
+    pub fn next_chunk(&mut self, max: usize) -> Result<Vec<SourceRecord>> {
+        let mut out = Vec::new();
+        let mut line = Vec::new();
+        while out.len() < max && !self.done {
+            line.clear();
+            let n = self
+                .input
+                .read_until(b'\n', &mut line)
+                .with_context(|| format!("reading line {}", self.next + 1))?;
+            if n == 0 {
+                self.done = true;
+                break;
+            }
+            let body = line.strip_suffix(b"\n").unwrap_or(&line);
+            out.push(parse_line(body, self.next, self.format)?);
+            self.next += 1;
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn all(text: &[u8], format: LineFormat, start: i64) -> Result<Vec<SourceRecord>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("in");
+        std::fs::write(&path, text)?;
+        let mut s = FileSource::open(path.to_str().unwrap_or_default(), format, start)?;
+        let mut out = Vec::new();
+        loop {
+            let chunk = s.next_chunk(2)?;
+            if chunk.is_empty() {
+                return Ok(out);
+            }
+            out.extend(chunk);
+        }
+    }
+
     #[test]
     fn value_lines() {
-        let recs = read_all(&b"{\"a\":1}\n\n{\"b\":2}\r\n"[..], LineFormat::Value, 0).unwrap();
+        let recs = all(b"{\"a\":1}\n\n{\"b\":2}\r\n", LineFormat::Value, 0).unwrap();
         assert_eq!(recs.len(), 3);
         assert_eq!(
             recs[1],
             SourceRecord {
+                partition: 0,
                 offset: 1,
                 key: None,
                 value: vec![]
@@ -69,19 +144,16 @@ mod tests {
     }
 
     #[test]
-    fn key_value_lines() {
-        let recs = read_all(
-            &b"{\"id\":1}\t{\"op\":\"c\"}\n{\"id\":1}\t\n\t{}\n"[..],
-            LineFormat::KeyValue,
-            1,
-        )
-        .unwrap();
+    fn key_value_lines_and_resuming() {
+        let text = b"{\"id\":1}\t{\"op\":\"c\"}\n{\"id\":1}\t\n\t{}\n";
+        let recs = all(text, LineFormat::KeyValue, 1).unwrap();
         assert_eq!(recs.len(), 2);
         assert_eq!(recs[0].offset, 1);
         assert_eq!(recs[0].key.as_deref(), Some(&b"{\"id\":1}"[..]));
         assert!(recs[0].value.is_empty(), "tombstone");
         assert_eq!(recs[1].key, None);
-        let err = read_all(&b"{\"id\":1} {}\n"[..], LineFormat::KeyValue, 0).unwrap_err();
+        let err = all(b"{\"id\":1} {}\n", LineFormat::KeyValue, 0).unwrap_err();
         assert!(err.to_string().contains("line 1: no TAB"), "{err}");
+        assert!(all(text, LineFormat::KeyValue, 10).unwrap().is_empty());
     }
 }

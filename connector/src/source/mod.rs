@@ -1,5 +1,5 @@
 //! Where Debezium messages come from. Every source yields [`SourceRecord`]s in order, each
-//! with the offset that identifies it in its stream.
+//! with the partition and offset that identify it in its stream.
 
 pub mod file;
 
@@ -7,6 +7,7 @@ pub mod file;
 /// source presents them (a tombstone has an empty value).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceRecord {
+    pub partition: u32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,

@@ -1,0 +1,174 @@
+//! Open batches, one per table, and when each is due: by record count, bytes or age (the
+//! commit interval), whichever comes first. Pure bookkeeping; the sink does the I/O.
+
+use debezium_cdc::record::ChangeRecord;
+use iceberg::TableIdent;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_records: usize,
+    pub max_bytes: u64,
+    pub interval: Duration,
+}
+
+/// Changes waiting for one table, and the source positions they cover.
+#[derive(Debug)]
+pub struct OpenBatch {
+    pub records: Vec<ChangeRecord>,
+    pub bytes: u64,
+    pub opened: Instant,
+    /// partition -> (first offset, last offset) of the records in this batch.
+    pub span: BTreeMap<u32, (i64, i64)>,
+}
+
+impl OpenBatch {
+    fn new(now: Instant) -> OpenBatch {
+        OpenBatch {
+            records: Vec::new(),
+            bytes: 0,
+            opened: now,
+            span: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Batches {
+    open: HashMap<TableIdent, OpenBatch>,
+}
+
+impl Batches {
+    pub fn push(
+        &mut self,
+        table: TableIdent,
+        record: ChangeRecord,
+        partition: u32,
+        offset: i64,
+        bytes: u64,
+        now: Instant,
+    ) {
+        let batch = self
+            .open
+            .entry(table)
+            .or_insert_with(|| OpenBatch::new(now));
+        batch.records.push(record);
+        batch.bytes += bytes;
+        let span = batch.span.entry(partition).or_insert((offset, offset));
+        span.1 = span.1.max(offset);
+        span.0 = span.0.min(offset);
+    }
+
+    /// Tables whose batch is due at `now`.
+    pub fn due(&self, limits: &Limits, now: Instant) -> Vec<TableIdent> {
+        let mut due: Vec<TableIdent> = self
+            .open
+            .iter()
+            .filter(|(_, b)| {
+                b.records.len() >= limits.max_records
+                    || b.bytes >= limits.max_bytes
+                    || now.duration_since(b.opened) >= limits.interval
+            })
+            .map(|(t, _)| t.clone())
+            .collect();
+        due.sort_by_key(|t| t.to_string());
+        due
+    }
+
+    pub fn tables(&self) -> Vec<TableIdent> {
+        let mut t: Vec<TableIdent> = self.open.keys().cloned().collect();
+        t.sort_by_key(|t| t.to_string());
+        t
+    }
+
+    pub fn take(&mut self, table: &TableIdent) -> Option<OpenBatch> {
+        self.open.remove(table)
+    }
+
+    pub fn records(&self) -> usize {
+        self.open.values().map(|b| b.records.len()).sum()
+    }
+
+    /// Per partition, the offset below which every record is durable once `committing` is
+    /// committed: the first offset of any other open batch, else `next_read`.
+    pub fn low_watermark(
+        &self,
+        committing: &TableIdent,
+        next_read: &BTreeMap<u32, i64>,
+    ) -> BTreeMap<u32, i64> {
+        let mut out = next_read.clone();
+        for (table, batch) in &self.open {
+            if table == committing {
+                continue;
+            }
+            for (partition, (first, _)) in &batch.span {
+                let w = out.entry(*partition).or_insert(*first);
+                *w = (*w).min(*first);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use debezium_cdc::record::{Op, Position, SourceTable, CONTRACT_VERSION};
+
+    fn rec() -> ChangeRecord {
+        ChangeRecord {
+            v: CONTRACT_VERSION,
+            op: Op::Create,
+            source: SourceTable::default(),
+            key: Default::default(),
+            before: None,
+            after: None,
+            unchanged: Vec::new(),
+            position: Position::default(),
+            columns: None,
+            message: None,
+            dropped: Default::default(),
+        }
+    }
+
+    fn t(name: &str) -> TableIdent {
+        TableIdent::from_strs(["ns", name]).unwrap()
+    }
+
+    #[test]
+    fn due_by_count_bytes_and_age() {
+        let now = Instant::now();
+        let limits = Limits {
+            max_records: 2,
+            max_bytes: 100,
+            interval: Duration::from_secs(1),
+        };
+        let mut b = Batches::default();
+        b.push(t("a"), rec(), 0, 1, 10, now);
+        b.push(t("b"), rec(), 0, 2, 200, now);
+        assert_eq!(b.due(&limits, now), vec![t("b")]);
+        b.push(t("a"), rec(), 0, 3, 10, now);
+        assert_eq!(b.due(&limits, now), vec![t("a"), t("b")]);
+        b.push(t("c"), rec(), 0, 4, 1, now);
+        assert!(b
+            .due(&limits, now + Duration::from_secs(2))
+            .contains(&t("c")));
+        assert_eq!(b.records(), 4);
+    }
+
+    #[test]
+    fn low_watermark_is_the_oldest_other_open_record() {
+        let now = Instant::now();
+        let mut b = Batches::default();
+        b.push(t("a"), rec(), 0, 5, 1, now);
+        b.push(t("b"), rec(), 0, 7, 1, now);
+        b.push(t("a"), rec(), 0, 9, 1, now);
+        let next = BTreeMap::from([(0, 10)]);
+        assert_eq!(b.low_watermark(&t("a"), &next), BTreeMap::from([(0, 7)]));
+        assert_eq!(b.low_watermark(&t("b"), &next), BTreeMap::from([(0, 5)]));
+        b.take(&t("b"));
+        assert_eq!(b.low_watermark(&t("a"), &next), BTreeMap::from([(0, 10)]));
+        assert_eq!(b.take(&t("a")).unwrap().span[&0], (5, 9));
+    }
+}

@@ -1,0 +1,68 @@
+//! Where records that cannot be applied go: the SmartModule's error records and changes the
+//! sink cannot write, each with its partition, offset, reason and original bytes. Written and
+//! flushed before the commit that moves past them, so nothing is lost.
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use std::io::Write;
+use std::path::PathBuf;
+
+pub struct DeadLetter {
+    file: Option<(PathBuf, std::fs::File)>,
+    pub count: u64,
+}
+
+impl DeadLetter {
+    pub fn to_file(path: Option<PathBuf>) -> Result<DeadLetter> {
+        let file = match path {
+            Some(p) => {
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                }
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&p)
+                    .with_context(|| format!("opening dead-letter file {}", p.display()))?;
+                Some((p, f))
+            }
+            None => None,
+        };
+        Ok(DeadLetter { file, count: 0 })
+    }
+
+    /// Records one dead letter. Without a destination it is logged, with its reason.
+    pub fn send(&mut self, partition: u32, offset: i64, reason: &str, record: &[u8]) -> Result<()> {
+        self.count += 1;
+        let original = match std::str::from_utf8(record) {
+            Ok(text) => serde_json::from_str(text).unwrap_or_else(|_| json!(text)),
+            Err(_) => json!(format!("{record:?}")),
+        };
+        let line =
+            json!({"partition": partition, "offset": offset, "reason": reason, "record": original});
+        match &mut self.file {
+            Some((path, f)) => {
+                writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
+            }
+            None => tracing::warn!(
+                partition,
+                offset,
+                reason,
+                "dead letter (no dead-letter destination configured)"
+            ),
+        }
+        Ok(())
+    }
+
+    /// Makes what was sent durable.
+    pub fn flush(&mut self) -> Result<()> {
+        if let Some((path, f)) = &mut self.file {
+            f.flush()
+                .with_context(|| format!("flushing {}", path.display()))?;
+            f.sync_data()
+                .with_context(|| format!("syncing {}", path.display()))?;
+        }
+        Ok(())
+    }
+}

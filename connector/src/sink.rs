@@ -1,0 +1,392 @@
+//! The run loop: source -> transform -> route -> batch -> merge -> commit.
+//!
+//! Exactly-once into the tables: each commit stores, in its snapshot summary, the source
+//! offsets it covers (`cdc.offsets`, per partition the next offset) and the low watermark
+//! below which every record of every table was durable (`cdc.checkpoint`). On start the sink
+//! reads them back, resumes each partition at the highest checkpoint, and skips, per table,
+//! what that table already holds. The Fluvio consumer offsets only mirror progress.
+
+use crate::batch::{Batches, Limits};
+use crate::config::{parse_partition_by, ConnectorConfig, OffsetStart, SourceKind};
+use crate::dead_letter::DeadLetter;
+use crate::router::route;
+use crate::source::file::{FileSource, LineFormat};
+use crate::source::SourceRecord;
+use crate::transform::{Chain, Step};
+use anyhow::{anyhow, bail, Context, Result};
+use debezium_cdc::record::{CdcRecord, Op};
+use iceberg::TableIdent;
+use iceberg_cdc_merge::files::WriteOptions;
+use iceberg_cdc_merge::schema::{MetadataColumns, Partitioning};
+use iceberg_cdc_merge::{Catalog, CatalogConfig, CdcTable, TableOptions};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+pub const CONNECTOR_KEY: &str = "cdc.connector";
+pub const OFFSETS_KEY: &str = "cdc.offsets";
+pub const CHECKPOINT_KEY: &str = "cdc.checkpoint";
+
+/// Where `smartmodule/build-wasm.sh` puts our SmartModule.
+pub const DEFAULT_WASM: &str = "target/wasm32-unknown-unknown/release-lto/debezium_cdc.wasm";
+pub const SMARTMODULE_NAME: &str = "cdc-iceberg/debezium-cdc@0.1.0";
+
+/// Source records read per loop turn.
+const CHUNK: usize = 2000;
+/// How often progress is logged.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// What a run did.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub read: u64,
+    pub changes: BTreeMap<char, u64>,
+    pub dead_lettered: u64,
+    pub stale: u64,
+    pub skipped_committed: u64,
+    pub commits: u64,
+    pub last_commit_ms: Option<u128>,
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ops: Vec<String> = self
+            .changes
+            .iter()
+            .map(|(op, n)| format!("{op}={n}"))
+            .collect();
+        write!(
+            f,
+            "read {} messages; changes [{}]; {} commits (last {} ms); {} dead-lettered; {} stale; {} already committed",
+            self.read,
+            ops.join(" "),
+            self.commits,
+            self.last_commit_ms.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+            self.dead_lettered,
+            self.stale,
+            self.skipped_committed,
+        )
+    }
+}
+
+struct TableState {
+    table: CdcTable,
+    /// partition -> next offset this table already holds.
+    committed: BTreeMap<u32, i64>,
+}
+
+pub struct Sink {
+    config: ConnectorConfig,
+    catalog: Catalog,
+    options: TableOptions,
+    tables: HashMap<TableIdent, TableState>,
+    batches: Batches,
+    limits: Limits,
+    dead: DeadLetter,
+    next_read: BTreeMap<u32, i64>,
+    pub stats: Stats,
+}
+
+fn offsets_json(offsets: &BTreeMap<u32, i64>) -> String {
+    serde_json::to_string(offsets).unwrap_or_else(|_| "{}".into())
+}
+
+fn parse_offsets(text: Option<&String>) -> BTreeMap<u32, i64> {
+    text.and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default()
+}
+
+impl Sink {
+    pub async fn open(config: ConnectorConfig) -> Result<Sink> {
+        let c = &config.iceberg;
+        let catalog = Catalog::connect(&CatalogConfig {
+            name: c.catalog.name.clone(),
+            uri: c.catalog.uri.clone(),
+            warehouse: c.catalog.warehouse.clone(),
+        })
+        .await?;
+        let metadata_columns = if c.tables.legacy_columns {
+            MetadataColumns::Legacy
+        } else {
+            MetadataColumns::Cdc
+        };
+        let partitioning = match &c.tables.partition_by {
+            None => None,
+            Some(p) => Some(match parse_partition_by(p)? {
+                None => Partitioning::None,
+                Some((column, transform)) => Partitioning::Column { column, transform },
+            }),
+        };
+        let mut write = WriteOptions::default();
+        if let Some(size) = c.tables.target_file_size {
+            write.target_file_size = size.0 as usize;
+        }
+        let options = TableOptions {
+            partitioning,
+            metadata_columns,
+            write,
+            ..TableOptions::default()
+        };
+        let limits = Limits {
+            max_records: c.batch.max_records,
+            max_bytes: c.batch.max_bytes.0,
+            interval: Duration::from_millis(c.batch.interval_ms),
+        };
+        let dead = DeadLetter::to_file(c.dead_letter.as_ref().and_then(|d| d.file.clone()))?;
+        if c.dead_letter.as_ref().is_some_and(|d| d.topic.is_some()) {
+            bail!("iceberg.dead-letter.topic needs the Fluvio source; use dead-letter.file here");
+        }
+        let mut sink = Sink {
+            config,
+            catalog,
+            options,
+            tables: HashMap::new(),
+            batches: Batches::default(),
+            limits,
+            dead,
+            next_read: BTreeMap::new(),
+            stats: Stats::default(),
+        };
+        sink.load_committed_tables().await?;
+        Ok(sink)
+    }
+
+    /// Opens every table this connector has committed to, with the offsets it holds.
+    async fn load_committed_tables(&mut self) -> Result<()> {
+        let name = self.config.meta.name.clone();
+        for ident in self.catalog.list_tables().await? {
+            let Some(table) = CdcTable::open(&self.catalog, &ident, self.options.clone()).await?
+            else {
+                continue;
+            };
+            let Some(summary) = table.last_summary_with(CONNECTOR_KEY) else {
+                continue;
+            };
+            if summary.get(CONNECTOR_KEY) != Some(&name) {
+                continue;
+            }
+            let committed = parse_offsets(summary.get(OFFSETS_KEY));
+            for (p, w) in parse_offsets(summary.get(CHECKPOINT_KEY)) {
+                let start = self.next_read.entry(p).or_insert(w);
+                *start = (*start).max(w);
+            }
+            tracing::info!(table = %ident, offsets = %offsets_json(&committed), "resuming");
+            self.tables.insert(ident, TableState { table, committed });
+        }
+        Ok(())
+    }
+
+    /// Where each partition resumes.
+    pub fn resume_positions(&self) -> &BTreeMap<u32, i64> {
+        &self.next_read
+    }
+
+    fn chain(&self) -> Result<Chain> {
+        let steps = self
+            .config
+            .transforms
+            .iter()
+            .map(|t| {
+                let wasm = match self.config.iceberg.smartmodules.get(&t.uses) {
+                    Some(path) => path.clone(),
+                    None if t.uses == SMARTMODULE_NAME => PathBuf::from(DEFAULT_WASM),
+                    None => bail!(
+                        "transforms: `{}` has no local .wasm; add it under iceberg.smartmodules",
+                        t.uses
+                    ),
+                };
+                Ok(Step {
+                    name: t.uses.clone(),
+                    wasm,
+                    params: t.params()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if steps.is_empty() {
+            bail!("the file source needs the debezium-cdc SmartModule under transforms:");
+        }
+        Chain::new(&steps)
+    }
+
+    /// Runs until the source ends or `stop` turns true; then commits what is open.
+    pub async fn run(&mut self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        if self.config.iceberg.source.kind != SourceKind::File {
+            bail!(
+                "this build reads `iceberg.source.type: file`; the Fluvio source is not wired yet"
+            );
+        }
+        let source_cfg = &self.config.iceberg.source;
+        let path = source_cfg.path.clone().unwrap_or_default();
+        let format = LineFormat::parse(source_cfg.format.as_deref().unwrap_or("value"))?;
+        let start = match self.next_read.get(&0) {
+            Some(&checkpoint) => checkpoint,
+            None => match self.config.start() {
+                OffsetStart::Beginning => 0,
+                OffsetStart::Absolute(n) if n >= 0 => n,
+                other => bail!("offset start {other:?} does not apply to a file"),
+            },
+        };
+        let mut source = FileSource::open(&path, format, start)?;
+        self.next_read.insert(0, start);
+        let mut chain = self.chain()?;
+        tracing::info!(path, start, "reading");
+        let mut last_progress = Instant::now();
+        loop {
+            if *stop.borrow_and_update() {
+                tracing::info!("stop requested: committing open batches");
+                break;
+            }
+            let chunk = source.next_chunk(CHUNK)?;
+            if chunk.is_empty() {
+                break;
+            }
+            self.stats.read += chunk.len() as u64;
+            let out = chain.apply(&chunk)?;
+            self.next_read.insert(0, source.position());
+            for record in out {
+                self.accept(record).await?;
+            }
+            for table in self.batches.due(&self.limits, Instant::now()) {
+                self.commit(&table).await?;
+            }
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                tracing::info!(open = self.batches.records(), "progress: {}", self.stats);
+                last_progress = Instant::now();
+            }
+        }
+        for table in self.batches.tables() {
+            self.commit(&table).await?;
+        }
+        self.dead.flush()?;
+        self.stats.dead_lettered = self.dead.count;
+        Ok(())
+    }
+
+    /// One SmartModule output record: routed into a batch, or dead-lettered.
+    async fn accept(&mut self, record: SourceRecord) -> Result<()> {
+        let (p, off) = (record.partition, record.offset);
+        let parsed: CdcRecord = match serde_json::from_slice(&record.value) {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = format!("not a CDC record: {e}");
+                return self.dead.send(p, off, &reason, &record.value);
+            }
+        };
+        let change = match parsed {
+            CdcRecord::Error(e) => return self.dead.send(p, off, &e.reason, &record.value),
+            CdcRecord::Change(c) => *c,
+        };
+        if change.op == Op::Message {
+            return Ok(());
+        }
+        let ident = match route(&self.config.iceberg.tables, &change.source) {
+            Ok(t) => t,
+            Err(e) => return self.dead.send(p, off, &format!("{e:#}"), &record.value),
+        };
+        if !self.tables.contains_key(&ident) {
+            if change.op == Op::Truncate {
+                // nothing to empty yet
+                return Ok(());
+            }
+            let table = match CdcTable::open(&self.catalog, &ident, self.options.clone()).await? {
+                Some(t) => t,
+                None => {
+                    match CdcTable::create(&self.catalog, &ident, &change, self.options.clone())
+                        .await
+                    {
+                        Ok(t) => t,
+                        Err(iceberg_cdc_merge::MergeError::Schema(reason)) => {
+                            return self.dead.send(p, off, &reason, &record.value);
+                        }
+                        Err(e) => return Err(e).with_context(|| format!("creating {ident}")),
+                    }
+                }
+            };
+            self.tables.insert(
+                ident.clone(),
+                TableState {
+                    table,
+                    committed: BTreeMap::new(),
+                },
+            );
+        }
+        let state = self
+            .tables
+            .get(&ident)
+            .ok_or_else(|| anyhow!("table {ident} vanished"))?;
+        if state.committed.get(&p).is_some_and(|&next| off < next) {
+            self.stats.skipped_committed += 1;
+            return Ok(());
+        }
+        if change.op != Op::Truncate {
+            if let Err(e) = state.table.check(&change) {
+                return self.dead.send(p, off, &e.to_string(), &record.value);
+            }
+        }
+        *self.stats.changes.entry(change.op.code()).or_default() += 1;
+        let bytes = record.value.len() as u64;
+        self.batches
+            .push(ident, change, p, off, bytes, Instant::now());
+        Ok(())
+    }
+
+    /// Commits one table's open batch, with retries; after the last failed attempt the error
+    /// goes up and no offset moves, so a restart replays the batch.
+    async fn commit(&mut self, ident: &TableIdent) -> Result<()> {
+        let watermark = self.batches.low_watermark(ident, &self.next_read);
+        let Some(batch) = self.batches.take(ident) else {
+            return Ok(());
+        };
+        self.dead.flush()?;
+        let state = self
+            .tables
+            .get_mut(ident)
+            .ok_or_else(|| anyhow!("no table {ident}"))?;
+        let mut offsets = state.committed.clone();
+        for (p, (_, last)) in &batch.span {
+            offsets.insert(*p, last + 1);
+        }
+        let properties = HashMap::from([
+            (CONNECTOR_KEY.to_owned(), self.config.meta.name.clone()),
+            (OFFSETS_KEY.to_owned(), offsets_json(&offsets)),
+            (CHECKPOINT_KEY.to_owned(), offsets_json(&watermark)),
+        ]);
+        let retries = &self.config.iceberg.retries;
+        let started = Instant::now();
+        let mut attempt = 0;
+        let applied = loop {
+            attempt += 1;
+            match state
+                .table
+                .apply(&self.catalog, &batch.records, properties.clone())
+                .await
+            {
+                Ok(applied) => break applied,
+                Err(e) if attempt < retries.attempts => {
+                    let wait = Duration::from_millis(
+                        retries
+                            .backoff_ms
+                            .saturating_mul(1 << (attempt - 1).min(10)),
+                    );
+                    tracing::warn!(table = %ident, attempt, error = %e, "commit failed; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => {
+                    return Err(anyhow!(e)).with_context(|| {
+                        format!(
+                            "committing {} records to {ident} failed {attempt} times",
+                            batch.records.len()
+                        )
+                    })
+                }
+            }
+        };
+        state.committed = offsets;
+        self.stats.commits += 1;
+        self.stats.stale += applied.stale;
+        self.stats.last_commit_ms = Some(started.elapsed().as_millis());
+        tracing::debug!(table = %ident, ?applied, "committed");
+        Ok(())
+    }
+}

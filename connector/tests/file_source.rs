@@ -1,0 +1,254 @@
+//! The connector as a process, file source, through the real `.wasm`, into SQLite-catalog
+//! tables read back by PyIceberg and DuckDB; restarts; `kill -9` at random moments.
+
+use cdc_tests::stream::{generate, Model, Spec};
+use cdc_tests::{wasm_path, workspace};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn config(dir: &Path, input: &Path, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"apiVersion: 0.2.0
+meta:
+  name: test-sink
+  type: iceberg-cdc-sink
+  version: 0.1.0
+  topic:
+    meta:
+      name: postgres-cdc
+transforms:
+  - uses: cdc-iceberg/debezium-cdc@0.1.0
+    with:
+      operations: "c,u,d,r"
+iceberg:
+  source:
+    type: file
+    path: {input}
+    format: key-value
+  catalog:
+    uri: sqlite://{dir}/catalog.db
+    warehouse: file://{dir}/warehouse
+  dead-letter:
+    file: {dir}/dead-letter.jsonl
+  smartmodules:
+    cdc-iceberg/debezium-cdc@0.1.0: {wasm}
+{extra}"#,
+        input = input.display(),
+        dir = dir.display(),
+        wasm = wasm_path().display(),
+    );
+    let path = dir.join("connector.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn connector(config: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iceberg-cdc-sink"));
+    cmd.arg("--config").arg(config).env("RUST_LOG", "warn");
+    cmd
+}
+
+fn run(config: &Path) -> Output {
+    let out = connector(config).output().unwrap();
+    assert!(
+        out.status.success(),
+        "connector failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The table as PyIceberg and DuckDB read it, keyed by id.
+fn read(dir: &Path, table: &str, columns: &str) -> (Value, Value) {
+    let root = workspace();
+    let python = root.join("tests/.venv/bin/python");
+    assert!(
+        python.exists(),
+        "`bash tests/run.sh` installs the Python readers"
+    );
+    let out = Command::new(python)
+        .arg(root.join("tests/readers/read_table.py"))
+        .args([
+            "--catalog-uri",
+            &format!("sqlite:///{}/catalog.db", dir.display()),
+        ])
+        .args(["--table", table, "--columns", columns])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let by_id = |rows: &Value| -> Value {
+        let mut rows = rows.as_array().unwrap().clone();
+        rows.sort_by_key(|r| r["id"].as_i64());
+        Value::Array(rows)
+    };
+    (by_id(&v["pyiceberg"]), by_id(&v["duckdb"]))
+}
+
+fn expected(model: &Model, table: &str) -> Value {
+    Value::Array(
+        model
+            .get(table)
+            .map(|rows| rows.values().cloned().collect())
+            .unwrap_or_default(),
+    )
+}
+
+fn snapshots(dir: &Path, config: &Path) -> usize {
+    let out = connector(config)
+        .arg("inspect")
+        .arg("--rows")
+        .arg("0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = dir;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.trim_start().starts_with("snapshot "))
+        .count()
+}
+
+#[test]
+fn sample_products_land_in_iceberg_and_the_bad_record_in_the_dead_letter_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = workspace().join("tests/fixtures/products.kv");
+    let cfg = config(dir.path(), &input, "");
+    run(&cfg);
+    let (py, duck) = read(dir.path(), "public.products", "id,name,price,on_offer");
+    let expected: Value = serde_json::from_str(
+        r#"[{"id":1,"name":"scooter","price":279,"on_offer":true},
+            {"id":2,"name":"car battery","price":81,"on_offer":false},
+            {"id":4,"name":"hammer","price":29,"on_offer":false},
+            {"id":5,"name":"rocks","price":6,"on_offer":false},
+            {"id":6,"name":"tape","price":7,"on_offer":false}]"#,
+    )
+    .unwrap();
+    assert_eq!(py, expected, "PyIceberg");
+    assert_eq!(duck, expected, "DuckDB");
+    let dead = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap();
+    let dead: Vec<Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["offset"], 9);
+    assert!(dead[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
+
+    // a second run over the same input resumes at the end: no new snapshot, same rows
+    let before = snapshots(dir.path(), &cfg);
+    run(&cfg);
+    assert_eq!(snapshots(dir.path(), &cfg), before);
+    assert_eq!(
+        read(dir.path(), "public.products", "id,name,price,on_offer").0,
+        expected
+    );
+
+    // inspect shows the rows and the offsets
+    let out = connector(&cfg)
+        .args(["inspect", "--table", "public.products"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("5 rows"), "{text}");
+    assert!(text.contains(r#"offsets {"0":13}"#), "{text}");
+}
+
+/// `kill -9` at random moments during a long replay, restart each time: the final tables
+/// equal the model: no event lost, none applied twice.
+#[test]
+fn kill_nine_at_random_moments_then_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = vec![
+        "public.orders".to_owned(),
+        "public.items".to_owned(),
+        "sales.refunds".to_owned(),
+    ];
+    let stream = generate(&Spec {
+        events: 30_000,
+        keys: 1500,
+        tables: tables.clone(),
+        seed: 42,
+        bad_every: Some(997),
+    });
+    let input = dir.path().join("events.kv");
+    std::fs::write(&input, stream.lines.join("\n") + "\n").unwrap();
+    let cfg = config(
+        dir.path(),
+        &input,
+        "  batch:\n    max-records: 700\n  tables:\n    partition-by: month(day)\n",
+    );
+
+    let mut seed: u64 = 9;
+    let mut kills = 0;
+    let mut finished = false;
+    while kills < 10 {
+        let mut child = connector(&cfg).spawn().unwrap();
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let wait = Duration::from_millis(300 + (seed >> 33) % 2500);
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "connector exited with {status}");
+                finished = true;
+                break;
+            }
+            if started.elapsed() >= wait {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if finished {
+            break;
+        }
+    }
+    // whatever is left
+    run(&cfg);
+    assert!(
+        kills >= 3,
+        "the replay finished before enough kills ({kills})"
+    );
+
+    for table in &tables {
+        let (py, duck) = read(dir.path(), table, "id,name,price,qty,day");
+        let want = expected(&stream.model, table);
+        assert_eq!(py, want, "PyIceberg, {table}");
+        assert_eq!(duck, want, "DuckDB, {table}");
+    }
+    // every bad message is in the dead-letter file (a replay may have written one twice)
+    let dead = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap();
+    let mut offsets: Vec<i64> = dead
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["offset"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    offsets.sort_unstable();
+    offsets.dedup();
+    let bad: Vec<i64> = stream.bad.iter().map(|&b| b as i64).collect();
+    assert_eq!(offsets, bad);
+    // sane history: no more commits than batches could make, with a margin for the restarts
+    let snaps = snapshots(dir.path(), &cfg);
+    assert!(
+        snaps <= 30_000 / 700 * 3 + 3 * (kills + 1),
+        "{snaps} snapshots"
+    );
+}
