@@ -210,7 +210,7 @@ pub mod stream {
                     .entry(table.clone())
                     .or_default()
                     .insert(id, normalized);
-                (op, before.filter(|_| dice % 2 == 0), Some(wire))
+                (op, before.filter(|_| dice.is_multiple_of(2)), Some(wire))
             };
             let source = json!({"connector": "postgresql", "db": "shop", "schema": schema_name, "table": table_name,
                 "lsn": lsn, "txId": lsn / 8, "ts_ms": 1_717_200_000_000u64 + lsn});
