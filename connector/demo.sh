@@ -1,19 +1,51 @@
 #!/usr/bin/env bash
-# The demo on a fresh machine: builds the SmartModule and runs it, inside Fluvio's engine,
-# over a sample Debezium stream of the `products` table. Change records go to stdout, the
-# bad record to a dead-letter file.
+# The demo on a fresh machine: builds the SmartModule and the connector, then runs the
+# connector on the embedded default: the sample Debezium stream of the `products` table
+# (tests/fixtures/products.kv), the SmartModule in-process, a SQLite catalog and a local
+# warehouse under .work/demo. Then shows the table, its snapshots, and the dead letter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=.work/demo
+root=$(pwd)
+out="$root/.work/demo"
+rm -rf "$out"
 mkdir -p "$out"
 
 bash smartmodule/build-wasm.sh >&2
 cargo build --quiet --release -p iceberg-cdc-sink
 
-echo "== CDC records from tests/fixtures/products.kv" >&2
-target/release/iceberg-cdc-sink transform \
-  --input tests/fixtures/products.kv --format key-value \
-  --dead-letter "$out/dead-letter.jsonl" | tee "$out/changes.jsonl"
+cat > "$out/connector.yaml" <<YAML
+apiVersion: 0.2.0
+meta:
+  name: demo-products
+  type: iceberg-cdc-sink
+  version: 0.1.0
+  topic:
+    meta:
+      name: postgres-cdc
+transforms:
+  - uses: cdc-iceberg/debezium-cdc@0.1.0
+    with:
+      operations: "c,u,d,r"
+iceberg:
+  source:
+    type: file
+    path: $root/tests/fixtures/products.kv
+    format: key-value
+  catalog:
+    uri: sqlite://$out/catalog.db
+    warehouse: file://$out/warehouse
+  dead-letter:
+    file: $out/dead-letter.jsonl
+  smartmodules:
+    cdc-iceberg/debezium-cdc@0.1.0: $root/target/wasm32-unknown-unknown/release-lto/debezium_cdc.wasm
+YAML
+
+echo "== running the connector ($out/connector.yaml)" >&2
+target/release/iceberg-cdc-sink --config "$out/connector.yaml"
+
+echo >&2
+echo "== the table" >&2
+target/release/iceberg-cdc-sink --config "$out/connector.yaml" inspect
 
 echo >&2
 echo "== dead-lettered ($out/dead-letter.jsonl)" >&2

@@ -792,6 +792,23 @@ iceberg:
         std::fs::remove_file(&dir).ok();
     }
 
+    /// Every config we ship parses.
+    #[test]
+    fn shipped_configs_parse() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut secrets = HashMap::new();
+        secrets.insert("S3_ACCESS_KEY".to_owned(), "key".to_owned());
+        secrets.insert("S3_SECRET_KEY".to_owned(), "secret".to_owned());
+        let secrets = Secrets {
+            file: Some(secrets),
+        };
+        let c = ConnectorConfig::load(&root.join("Connector.yaml"), &secrets).unwrap();
+        assert_eq!(c.meta.topic.name(), "postgres-cdc");
+        assert_eq!(c.transforms[0].uses, "cdc-iceberg/debezium-cdc@0.1.0");
+        assert_eq!(c.iceberg.tables.map["public.products"], "shop.products");
+        assert_eq!(c.iceberg.tables.target_file_size, Some(ByteSize(128 << 20)));
+    }
+
     #[test]
     fn partition_by() {
         use iceberg::spec::Transform;
