@@ -227,25 +227,37 @@ impl Sink {
                 other => bail!("offset start {other:?} does not apply to a file"),
             },
         };
-        let mut source = FileSource::open(&path, format, start)?;
+        let source = FileSource::open(&path, format, start)?;
         self.next_read.insert(0, start);
         let mut chain = self.chain()?;
         tracing::info!(path, start, "reading");
+        let mut chunks = crate::source::file::spawn(source, CHUNK);
         let mut last_progress = Instant::now();
         loop {
-            if *stop.borrow_and_update() {
-                tracing::info!("stop requested: committing open batches");
-                break;
-            }
-            let chunk = source.next_chunk(CHUNK)?;
-            if chunk.is_empty() {
-                break;
-            }
-            self.stats.read += chunk.len() as u64;
-            let out = chain.apply(&chunk)?;
-            self.next_read.insert(0, source.position());
-            for record in out {
-                self.accept(record).await?;
+            let tick = tokio::time::sleep(self.limits.interval.min(PROGRESS_EVERY) / 4);
+            tokio::select! {
+                biased;
+                _ = stop.changed() => {
+                    tracing::info!("stop requested: committing open batches");
+                    break;
+                }
+                chunk = chunks.recv() => {
+                    let chunk = match chunk {
+                        None => break,
+                        Some(chunk) => chunk?,
+                    };
+                    let Some(last) = chunk.last().map(|r| r.offset) else {
+                        break;
+                    };
+                    self.stats.read += chunk.len() as u64;
+                    let out = chain.apply(&chunk)?;
+                    self.next_read.insert(0, last + 1);
+                    for record in out {
+                        self.accept(record).await?;
+                    }
+                    tracing::debug!(last, "chunk read");
+                }
+                _ = tick => {}
             }
             for table in self.batches.due(&self.limits, Instant::now()) {
                 self.commit(&table).await?;

@@ -25,7 +25,7 @@ transforms:
 iceberg:
   source:
     type: file
-    path: {input}
+    path: "{input}"
     format: key-value
   catalog:
     uri: sqlite://{dir}/catalog.db
@@ -251,4 +251,71 @@ fn kill_nine_at_random_moments_then_exactly_once() {
         snaps <= 30_000 / 700 * 3 + 3 * (kills + 1),
         "{snaps} snapshots"
     );
+}
+
+/// SIGTERM stops reading (here from a stdin that stays open), commits what is open and
+/// exits 0; a restart over the whole input finishes it and the tables equal the model.
+#[test]
+fn sigterm_commits_the_open_batch_and_a_restart_finishes() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let stream = generate(&Spec {
+        events: 8_000,
+        keys: 3000,
+        tables: vec!["public.orders".to_owned()],
+        seed: 5,
+        bad_every: None,
+    });
+    // batches never fill and never age: only the stop commits
+    let slow = "  batch:\n    max-records: 1000000\n    interval-ms: 3600000\n";
+    let cfg = config(dir.path(), Path::new("-"), slow);
+    let mut child = connector(&cfg)
+        .env("RUST_LOG", "iceberg_cdc_sink=debug")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let half = stream.lines.len() / 2;
+    stdin
+        .write_all((stream.lines[..half].join("\n") + "\n").as_bytes())
+        .unwrap();
+    stdin.flush().unwrap();
+    // wait until the connector has read all it was given (its debug log says so)
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let seen = format!("last={}", half - 1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains(&seen) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("the connector never reported reading the input");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    drop(stdin);
+    assert!(exit.success(), "connector exited with {exit} after SIGTERM");
+    assert_eq!(
+        snapshots(dir.path(), &cfg),
+        1,
+        "the stop committed the open batch"
+    );
+
+    let input = dir.path().join("events.kv");
+    std::fs::write(&input, stream.lines.join("\n") + "\n").unwrap();
+    let cfg = config(dir.path(), &input, slow);
+    run(&cfg);
+    assert_eq!(snapshots(dir.path(), &cfg), 2);
+    let (py, duck) = read(dir.path(), "public.orders", "id,name,price,qty,day");
+    let want = expected(&stream.model, "public.orders");
+    assert_eq!(py, want, "PyIceberg");
+    assert_eq!(duck, want, "DuckDB");
 }

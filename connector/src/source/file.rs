@@ -81,11 +81,6 @@ impl FileSource {
         Ok(source)
     }
 
-    /// The offset of the next line to read.
-    pub fn position(&self) -> i64 {
-        self.next
-    }
-
     /// Up to `max` records; empty at the end of the input.
     pub fn next_chunk(&mut self, max: usize) -> Result<Vec<SourceRecord>> {
         let mut out = Vec::new();
@@ -106,6 +101,24 @@ impl FileSource {
         }
         Ok(out)
     }
+}
+
+/// Reads on a thread of its own and hands chunks over a bounded channel, so the run loop can
+/// wait on the source, a stop request and the commit interval at once, and a slow table
+/// stops the reading (back-pressure) instead of growing memory.
+pub fn spawn(
+    mut source: FileSource,
+    chunk: usize,
+) -> tokio::sync::mpsc::Receiver<Result<Vec<SourceRecord>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    std::thread::spawn(move || loop {
+        let next = source.next_chunk(chunk);
+        let end = matches!(&next, Ok(c) if c.is_empty()) || next.is_err();
+        if tx.blocking_send(next).is_err() || end {
+            break;
+        }
+    });
+    rx
 }
 
 #[cfg(test)]
