@@ -233,6 +233,7 @@ impl Sink {
         tracing::info!(path, start, "reading");
         let mut chunks = crate::source::file::spawn(source, CHUNK);
         let mut last_progress = Instant::now();
+        let mut read_at_last_progress = self.stats.read;
         loop {
             let tick = tokio::time::sleep(self.limits.interval.min(PROGRESS_EVERY) / 4);
             tokio::select! {
@@ -263,8 +264,17 @@ impl Sink {
                 self.commit(&table).await?;
             }
             if last_progress.elapsed() >= PROGRESS_EVERY {
-                tracing::info!(open = self.batches.records(), "progress: {}", self.stats);
+                let rate = (self.stats.read - read_at_last_progress) as f64
+                    / last_progress.elapsed().as_secs_f64();
+                tracing::info!(
+                    open = self.batches.records(),
+                    position = ?self.next_read,
+                    dead_lettered = self.dead.count,
+                    "progress: {rate:.0} messages/s; {}",
+                    self.stats
+                );
                 last_progress = Instant::now();
+                read_at_last_progress = self.stats.read;
             }
         }
         for table in self.batches.tables() {
