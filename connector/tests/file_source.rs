@@ -1,6 +1,7 @@
 //! The connector as a process, file source, through the real `.wasm`, into SQLite-catalog
 //! tables read back by PyIceberg and DuckDB; restarts; `kill -9` at random moments.
 
+use cdc_tests::readers::{self, PyCatalog};
 use cdc_tests::stream::{generate, Model, Spec};
 use cdc_tests::{wasm_path, workspace};
 use serde_json::Value;
@@ -60,29 +61,15 @@ fn run(config: &Path) -> Output {
     out
 }
 
-/// The table as PyIceberg and DuckDB read it, keyed by id.
+/// The table as PyIceberg and DuckDB read it, sorted by id.
 fn read(dir: &Path, table: &str, columns: &str) -> (Value, Value) {
-    let root = workspace();
-    let python = root.join("tests/.venv/bin/python");
-    assert!(
-        python.exists(),
-        "`bash tests/run.sh` installs the Python readers"
-    );
-    let out = Command::new(python)
-        .arg(root.join("tests/readers/read_table.py"))
-        .args([
-            "--catalog-uri",
-            &format!("sqlite:///{}/catalog.db", dir.display()),
-        ])
-        .args(["--table", table, "--columns", columns])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let uri = format!("sqlite://{}/catalog.db", dir.display());
+    let catalog = PyCatalog {
+        uri: &uri,
+        name: "cdc",
+    };
+    let columns: Vec<&str> = columns.split(',').collect();
+    let v = readers::read(&catalog, table, &columns);
     let by_id = |rows: &Value| -> Value {
         let mut rows = rows.as_array().unwrap().clone();
         rows.sort_by_key(|r| r["id"].as_i64());
@@ -100,7 +87,7 @@ fn expected(model: &Model, table: &str) -> Value {
     )
 }
 
-fn snapshots(dir: &Path, config: &Path) -> usize {
+fn snapshots(config: &Path) -> usize {
     let out = connector(config)
         .arg("inspect")
         .arg("--rows")
@@ -112,7 +99,6 @@ fn snapshots(dir: &Path, config: &Path) -> usize {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = dir;
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.trim_start().starts_with("snapshot "))
@@ -149,9 +135,9 @@ fn sample_products_land_in_iceberg_and_the_bad_record_in_the_dead_letter_file() 
         .contains("not valid JSON"));
 
     // a second run over the same input resumes at the end: no new snapshot, same rows
-    let before = snapshots(dir.path(), &cfg);
+    let before = snapshots(&cfg);
     run(&cfg);
-    assert_eq!(snapshots(dir.path(), &cfg), before);
+    assert_eq!(snapshots(&cfg), before);
     assert_eq!(
         read(dir.path(), "public.products", "id,name,price,on_offer").0,
         expected
@@ -246,7 +232,7 @@ fn kill_nine_at_random_moments_then_exactly_once() {
     let bad: Vec<i64> = stream.bad.iter().map(|&b| b as i64).collect();
     assert_eq!(offsets, bad);
     // sane history: no more commits than batches could make, with a margin for the restarts
-    let snaps = snapshots(dir.path(), &cfg);
+    let snaps = snapshots(&cfg);
     assert!(
         snaps <= 30_000 / 700 * 3 + 3 * (kills + 1),
         "{snaps} snapshots"
@@ -303,17 +289,13 @@ fn sigterm_commits_the_open_batch_and_a_restart_finishes() {
     let exit = child.wait().unwrap();
     drop(stdin);
     assert!(exit.success(), "connector exited with {exit} after SIGTERM");
-    assert_eq!(
-        snapshots(dir.path(), &cfg),
-        1,
-        "the stop committed the open batch"
-    );
+    assert_eq!(snapshots(&cfg), 1, "the stop committed the open batch");
 
     let input = dir.path().join("events.kv");
     std::fs::write(&input, stream.lines.join("\n") + "\n").unwrap();
     let cfg = config(dir.path(), &input, slow);
     run(&cfg);
-    assert_eq!(snapshots(dir.path(), &cfg), 2);
+    assert_eq!(snapshots(&cfg), 2);
     let (py, duck) = read(dir.path(), "public.orders", "id,name,price,qty,day");
     let want = expected(&stream.model, "public.orders");
     assert_eq!(py, want, "PyIceberg");

@@ -227,3 +227,77 @@ pub mod stream {
         Generated { lines, model, bad }
     }
 }
+
+/// The independent Iceberg readers (PyIceberg and DuckDB) that `tests/run.sh` installs in
+/// `tests/.venv`, and a foreign writer (PyIceberg append).
+pub mod readers {
+    use super::workspace;
+    use serde_json::Value;
+    use std::path::PathBuf;
+
+    /// A catalog as PyIceberg opens it.
+    pub struct PyCatalog<'a> {
+        /// Our URI (`sqlite://…` or `postgres://…`).
+        pub uri: &'a str,
+        pub name: &'a str,
+    }
+
+    /// PyIceberg names the same databases the SQLAlchemy way.
+    pub fn sqlalchemy_uri(uri: &str) -> String {
+        match uri.strip_prefix("postgres://") {
+            Some(rest) => format!("postgresql+psycopg2://{rest}"),
+            None => uri.replacen("sqlite://", "sqlite:///", 1),
+        }
+    }
+
+    /// The Python with PyIceberg and DuckDB (`$CDC_PYTHON` overrides).
+    pub fn python() -> PathBuf {
+        let python = std::env::var_os("CDC_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace().join("tests/.venv/bin/python"));
+        assert!(
+            python.exists(),
+            "{} is missing: `bash tests/run.sh` installs the Python readers (PyIceberg, DuckDB)",
+            python.display()
+        );
+        python
+    }
+
+    fn run_script(script: &str, catalog: &PyCatalog, table: &str, args: &[&str]) -> Vec<u8> {
+        let out = std::process::Command::new(python())
+            .arg(workspace().join("tests/readers").join(script))
+            .args(["--catalog-uri", &sqlalchemy_uri(catalog.uri)])
+            .args(["--catalog-name", catalog.name, "--table", table])
+            .args(args)
+            .output()
+            .expect("run Python");
+        assert!(
+            out.status.success(),
+            "{script} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// The table's `columns` as PyIceberg and DuckDB read them:
+    /// `{"pyiceberg": [rows], "duckdb": [rows]}`.
+    pub fn read(catalog: &PyCatalog, table: &str, columns: &[&str]) -> Value {
+        let out = run_script(
+            "read_table.py",
+            catalog,
+            table,
+            &["--columns", &columns.join(",")],
+        );
+        serde_json::from_slice(&out).expect("the readers print JSON")
+    }
+
+    /// Appends rows with PyIceberg: a foreign writer.
+    pub fn append(catalog: &PyCatalog, table: &str, rows: &Value) {
+        run_script(
+            "append_rows.py",
+            catalog,
+            table,
+            &["--rows", &rows.to_string()],
+        );
+    }
+}

@@ -1,15 +1,12 @@
-//! What the merge engine's tests share: catalogs to test against and the independent Python
-//! readers (PyIceberg, DuckDB) that `tests/run.sh` installs in `tests/.venv`.
+//! What the merge engine's tests share: catalogs to test against, and the independent Python
+//! readers of `cdc_tests::readers` for them.
 
 #![allow(dead_code)]
 
+use cdc_tests::readers::{self, PyCatalog};
 use iceberg_cdc_merge::CatalogConfig;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use std::path::Path;
 
 pub fn sqlite_catalog(dir: &Path) -> CatalogConfig {
     CatalogConfig {
@@ -35,61 +32,20 @@ pub fn postgres_catalog(dir: &Path) -> CatalogConfig {
     }
 }
 
-/// PyIceberg names the same databases the SQLAlchemy way.
-pub fn sqlalchemy_uri(uri: &str) -> String {
-    match uri.strip_prefix("postgres://") {
-        Some(rest) => format!("postgresql+psycopg2://{rest}"),
-        None => uri.replacen("sqlite://", "sqlite:///", 1),
+fn py(config: &CatalogConfig) -> PyCatalog<'_> {
+    PyCatalog {
+        uri: &config.uri,
+        name: &config.name,
     }
-}
-
-/// The Python with PyIceberg and DuckDB.
-pub fn python() -> PathBuf {
-    let python = std::env::var_os("CDC_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("tests/.venv/bin/python"));
-    assert!(
-        python.exists(),
-        "{} is missing: `bash tests/run.sh` installs the Python readers (PyIceberg, DuckDB)",
-        python.display()
-    );
-    python
-}
-
-fn run_script(script: &str, config: &CatalogConfig, table: &str, args: &[&str]) -> Vec<u8> {
-    let out = std::process::Command::new(python())
-        .arg(workspace().join("tests/readers").join(script))
-        .args(["--catalog-uri", &sqlalchemy_uri(&config.uri)])
-        .args(["--catalog-name", &config.name, "--table", table])
-        .args(args)
-        .output()
-        .expect("run Python");
-    assert!(
-        out.status.success(),
-        "{script} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 /// The table's `columns` as PyIceberg and DuckDB read them:
 /// `{"pyiceberg": [rows], "duckdb": [rows]}`.
 pub fn read_with_python(config: &CatalogConfig, table: &str, columns: &[&str]) -> Value {
-    let out = run_script(
-        "read_table.py",
-        config,
-        table,
-        &["--columns", &columns.join(",")],
-    );
-    serde_json::from_slice(&out).expect("the readers print JSON")
+    readers::read(&py(config), table, columns)
 }
 
 /// Appends rows with PyIceberg: a foreign writer.
 pub fn append_with_pyiceberg(config: &CatalogConfig, table: &str, rows: &Value) {
-    run_script(
-        "append_rows.py",
-        config,
-        table,
-        &["--rows", &rows.to_string()],
-    );
+    readers::append(&py(config), table, rows)
 }
