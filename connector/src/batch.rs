@@ -90,16 +90,16 @@ impl Batches {
         self.open.values().map(|b| b.records.len()).sum()
     }
 
-    /// Per partition, the offset below which every record is durable once `committing` is
-    /// committed: the first offset of any other open batch, else `next_read`.
+    /// Per partition, the offset below which every record is durable once `committing` (if
+    /// any) is committed: the first offset of any other open batch, else `next_read`.
     pub fn low_watermark(
         &self,
-        committing: &TableIdent,
+        committing: Option<&TableIdent>,
         next_read: &BTreeMap<u32, i64>,
     ) -> BTreeMap<u32, i64> {
         let mut out = next_read.clone();
         for (table, batch) in &self.open {
-            if table == committing {
+            if Some(table) == committing {
                 continue;
             }
             for (partition, (first, _)) in &batch.span {
@@ -165,10 +165,20 @@ mod tests {
         b.push(t("b"), rec(), 0, 7, 1, now);
         b.push(t("a"), rec(), 0, 9, 1, now);
         let next = BTreeMap::from([(0, 10)]);
-        assert_eq!(b.low_watermark(&t("a"), &next), BTreeMap::from([(0, 7)]));
-        assert_eq!(b.low_watermark(&t("b"), &next), BTreeMap::from([(0, 5)]));
+        assert_eq!(
+            b.low_watermark(Some(&t("a")), &next),
+            BTreeMap::from([(0, 7)])
+        );
+        assert_eq!(
+            b.low_watermark(Some(&t("b")), &next),
+            BTreeMap::from([(0, 5)])
+        );
+        assert_eq!(b.low_watermark(None, &next), BTreeMap::from([(0, 5)]));
         b.take(&t("b"));
-        assert_eq!(b.low_watermark(&t("a"), &next), BTreeMap::from([(0, 10)]));
+        assert_eq!(
+            b.low_watermark(Some(&t("a")), &next),
+            BTreeMap::from([(0, 10)])
+        );
         assert_eq!(b.take(&t("a")).unwrap().span[&0], (5, 9));
     }
 }

@@ -135,7 +135,7 @@ impl Sink {
         };
         let dead = DeadLetter::to_file(c.dead_letter.as_ref().and_then(|d| d.file.clone()))?;
         if c.dead_letter.as_ref().is_some_and(|d| d.topic.is_some()) {
-            bail!("iceberg.dead-letter.topic needs the Fluvio source; use dead-letter.file here");
+            bail!("iceberg.dead-letter.topic is not supported yet; use dead-letter.file");
         }
         let mut sink = Sink {
             config,
@@ -211,27 +211,35 @@ impl Sink {
 
     /// Runs until the source ends or `stop` turns true; then commits what is open.
     pub async fn run(&mut self, mut stop: watch::Receiver<bool>) -> Result<()> {
-        if self.config.iceberg.source.kind != SourceKind::File {
-            bail!(
-                "this build reads `iceberg.source.type: file`; the Fluvio source is not wired yet"
-            );
-        }
-        let source_cfg = &self.config.iceberg.source;
-        let path = source_cfg.path.clone().unwrap_or_default();
-        let format = LineFormat::parse(source_cfg.format.as_deref().unwrap_or("value"))?;
-        let start = match self.next_read.get(&0) {
-            Some(&checkpoint) => checkpoint,
-            None => match self.config.start() {
-                OffsetStart::Beginning => 0,
-                OffsetStart::Absolute(n) if n >= 0 => n,
-                other => bail!("offset start {other:?} does not apply to a file"),
-            },
+        let (mut chunks, mut chain, mirror) = match self.config.iceberg.source.kind {
+            SourceKind::File => {
+                let source_cfg = &self.config.iceberg.source;
+                let path = source_cfg.path.clone().unwrap_or_default();
+                let format = LineFormat::parse(source_cfg.format.as_deref().unwrap_or("value"))?;
+                let start = match self.next_read.get(&0) {
+                    Some(&checkpoint) => checkpoint,
+                    None => match self.config.start() {
+                        OffsetStart::Beginning => 0,
+                        OffsetStart::Absolute(n) if n >= 0 => n,
+                        other => bail!("offset start {other:?} does not apply to a file"),
+                    },
+                };
+                let source = FileSource::open(&path, format, start)?;
+                self.next_read.insert(0, start);
+                tracing::info!(path, start, "reading");
+                (
+                    crate::source::file::spawn(source, CHUNK),
+                    Some(self.chain()?),
+                    None,
+                )
+            }
+            SourceKind::Fluvio => {
+                let (rx, mirror) =
+                    crate::source::fluvio::spawn(&self.config, &self.next_read, CHUNK).await?;
+                tracing::info!(topic = self.config.meta.topic.name(), "consuming");
+                (rx, None, Some(mirror))
+            }
         };
-        let source = FileSource::open(&path, format, start)?;
-        self.next_read.insert(0, start);
-        let mut chain = self.chain()?;
-        tracing::info!(path, start, "reading");
-        let mut chunks = crate::source::file::spawn(source, CHUNK);
         let mut last_progress = Instant::now();
         let mut read_at_last_progress = self.stats.read;
         loop {
@@ -247,12 +255,15 @@ impl Sink {
                         None => break,
                         Some(chunk) => chunk?,
                     };
-                    let Some(last) = chunk.last().map(|r| r.offset) else {
+                    let Some((partition, last)) = chunk.last().map(|r| (r.partition, r.offset)) else {
                         break;
                     };
                     self.stats.read += chunk.len() as u64;
-                    let out = chain.apply(&chunk)?;
-                    self.next_read.insert(0, last + 1);
+                    let out = match chain.as_mut() {
+                        Some(chain) => chain.apply(&chunk)?,
+                        None => chunk,
+                    };
+                    self.next_read.insert(partition, last + 1);
                     for record in out {
                         self.accept(record).await?;
                     }
@@ -260,8 +271,12 @@ impl Sink {
                 }
                 _ = tick => {}
             }
-            for table in self.batches.due(&self.limits, Instant::now()) {
-                self.commit(&table).await?;
+            let due = self.batches.due(&self.limits, Instant::now());
+            for table in &due {
+                self.commit(table).await?;
+            }
+            if let (Some(mirror), false) = (&mirror, due.is_empty()) {
+                mirror.durable(&self.batches.low_watermark(None, &self.next_read));
             }
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 let rate = (self.stats.read - read_at_last_progress) as f64
@@ -279,6 +294,9 @@ impl Sink {
         }
         for table in self.batches.tables() {
             self.commit(&table).await?;
+        }
+        if let Some(mirror) = &mirror {
+            mirror.durable(&self.next_read);
         }
         self.dead.flush()?;
         self.stats.dead_lettered = self.dead.count;
@@ -356,7 +374,7 @@ impl Sink {
     /// Commits one table's open batch, with retries; after the last failed attempt the error
     /// goes up and no offset moves, so a restart replays the batch.
     async fn commit(&mut self, ident: &TableIdent) -> Result<()> {
-        let watermark = self.batches.low_watermark(ident, &self.next_read);
+        let watermark = self.batches.low_watermark(Some(ident), &self.next_read);
         let Some(batch) = self.batches.take(ident) else {
             return Ok(());
         };

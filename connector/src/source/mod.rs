@@ -2,6 +2,7 @@
 //! with the partition and offset that identify it in its stream.
 
 pub mod file;
+pub mod fluvio;
 
 /// One message as read from a source: a Kafka message's key and value as the Fluvio Kafka
 /// source presents them (a tombstone has an empty value).

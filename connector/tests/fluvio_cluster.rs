@@ -1,0 +1,188 @@
+//! Against a real Fluvio cluster: runs when the `fluvio` and `fluvio-run` binaries are on
+//! PATH (it starts a local cluster, creates a topic, registers the `.wasm`, produces Debezium
+//! events, runs the connector with `transforms:` on the SPU and checks the table), and says
+//! that it was skipped otherwise. CI has no Fluvio binaries (they are not on any registry).
+
+use cdc_tests::readers::{self, PyCatalog};
+use cdc_tests::{wasm_path, workspace};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+fn fluvio(args: &[&str]) -> String {
+    let out = Command::new("fluvio")
+        .args(args)
+        .output()
+        .expect("run fluvio");
+    assert!(
+        out.status.success(),
+        "fluvio {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn rows(dir: &Path) -> Option<Value> {
+    let uri = format!("sqlite://{}/catalog.db", dir.display());
+    if !dir.join("catalog.db").exists() {
+        return None;
+    }
+    let catalog = PyCatalog {
+        uri: &uri,
+        name: "cdc",
+    };
+    let out = Command::new(readers::python())
+        .arg(workspace().join("tests/readers/read_table.py"))
+        .args(["--catalog-uri", &readers::sqlalchemy_uri(catalog.uri)])
+        .args([
+            "--table",
+            "public.products",
+            "--columns",
+            "id,name,price,on_offer",
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let mut rows = v["pyiceberg"].as_array()?.clone();
+    rows.sort_by_key(|r| r["id"].as_i64());
+    Some(Value::Array(rows))
+}
+
+#[test]
+fn products_through_a_local_fluvio_cluster() {
+    if on_path("fluvio").is_none() || on_path("fluvio-run").is_none() {
+        eprintln!(
+            "SKIPPED: `fluvio` and `fluvio-run` are not on PATH; this test needs a Fluvio cluster"
+        );
+        return;
+    }
+    let started_cluster = !Command::new("fluvio")
+        .args(["topic", "list"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if started_cluster {
+        fluvio(&["cluster", "start", "--local"]);
+    }
+    let topic = format!("cdc-test-{}", std::process::id());
+    fluvio(&["topic", "create", &topic, "-p", "2"]);
+    let wasm = wasm_path();
+    fluvio(&[
+        "smartmodule",
+        "create",
+        "debezium-cdc",
+        "--wasm-file",
+        wasm.to_str().unwrap_or_default(),
+    ]);
+    std::thread::sleep(Duration::from_secs(3)); // a new module takes a moment to reach the SPU
+
+    // produce the sample stream with its Kafka keys, tombstones included
+    let text = std::fs::read_to_string(workspace().join("tests/fixtures/products.kv")).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = fluvio::Fluvio::connect().await.unwrap();
+        let producer = client.topic_producer(topic.clone()).await.unwrap();
+        for line in text.lines() {
+            let (key, value) = line.split_once('\t').unwrap();
+            producer
+                .send(key.as_bytes().to_vec(), value.as_bytes().to_vec())
+                .await
+                .unwrap();
+        }
+        producer.flush().await.unwrap();
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("connector.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"apiVersion: 0.2.0
+meta:
+  name: cluster-test
+  type: iceberg-cdc-sink
+  version: 0.1.0
+  topic:
+    meta:
+      name: {topic}
+  consumer:
+    id: cluster-test
+    partition: all
+    offset:
+      strategy: manual
+      start: beginning
+transforms:
+  - uses: debezium-cdc
+    with:
+      operations: "c,u,d,r"
+iceberg:
+  source:
+    type: fluvio
+  catalog:
+    uri: sqlite://{dir}/catalog.db
+    warehouse: file://{dir}/warehouse
+  batch:
+    interval-ms: 500
+  dead-letter:
+    file: {dir}/dead-letter.jsonl
+"#,
+            dir = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iceberg-cdc-sink"))
+        .arg("--config")
+        .arg(&config)
+        .spawn()
+        .unwrap();
+    let expected: Value = serde_json::from_str(
+        r#"[{"id":1,"name":"scooter","price":279,"on_offer":true},
+            {"id":2,"name":"car battery","price":81,"on_offer":false},
+            {"id":4,"name":"hammer","price":29,"on_offer":false},
+            {"id":5,"name":"rocks","price":6,"on_offer":false},
+            {"id":6,"name":"tape","price":7,"on_offer":false}]"#,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut got = None;
+    while Instant::now() < deadline {
+        got = rows(dir.path());
+        if got.as_ref() == Some(&expected) {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the connector exited early"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    fluvio(&["topic", "delete", &topic]);
+    let _ = Command::new("fluvio")
+        .args(["smartmodule", "delete", "debezium-cdc"])
+        .status();
+    if started_cluster {
+        let _ = Command::new("fluvio")
+            .args(["cluster", "delete", "--local", "--force"])
+            .status();
+    }
+    assert_eq!(got, Some(expected));
+    assert!(status.success(), "connector exit: {status}");
+    let dead = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap_or_default();
+    assert_eq!(dead.lines().count(), 1, "{dead}");
+}
