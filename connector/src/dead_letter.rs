@@ -9,10 +9,27 @@ use std::path::PathBuf;
 
 pub struct DeadLetter {
     file: Option<(PathBuf, std::fs::File)>,
+    topic: Option<(String, fluvio::TopicProducerPool)>,
     pub count: u64,
 }
 
 impl DeadLetter {
+    /// Dead letters to a Fluvio topic (created beforehand, like any topic).
+    pub async fn to_topic(topic: &str) -> Result<DeadLetter> {
+        let fluvio = fluvio::Fluvio::connect()
+            .await
+            .context("connecting to Fluvio for the dead-letter topic")?;
+        let producer = fluvio
+            .topic_producer(topic.to_owned())
+            .await
+            .with_context(|| format!("dead-letter topic `{topic}`"))?;
+        Ok(DeadLetter {
+            file: None,
+            topic: Some((topic.to_owned(), producer)),
+            count: 0,
+        })
+    }
+
     pub fn to_file(path: Option<PathBuf>) -> Result<DeadLetter> {
         let file = match path {
             Some(p) => {
@@ -29,11 +46,21 @@ impl DeadLetter {
             }
             None => None,
         };
-        Ok(DeadLetter { file, count: 0 })
+        Ok(DeadLetter {
+            file,
+            topic: None,
+            count: 0,
+        })
     }
 
     /// Records one dead letter. Without a destination it is logged, with its reason.
-    pub fn send(&mut self, partition: u32, offset: i64, reason: &str, record: &[u8]) -> Result<()> {
+    pub async fn send(
+        &mut self,
+        partition: u32,
+        offset: i64,
+        reason: &str,
+        record: &[u8],
+    ) -> Result<()> {
         self.count += 1;
         let original = match std::str::from_utf8(record) {
             Ok(text) => serde_json::from_str(text).unwrap_or_else(|_| json!(text)),
@@ -41,11 +68,17 @@ impl DeadLetter {
         };
         let line =
             json!({"partition": partition, "offset": offset, "reason": reason, "record": original});
-        match &mut self.file {
-            Some((path, f)) => {
+        match (&mut self.file, &self.topic) {
+            (Some((path, f)), _) => {
                 writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
             }
-            None => tracing::warn!(
+            (None, Some((topic, producer))) => {
+                producer
+                    .send(fluvio::RecordKey::NULL, line.to_string())
+                    .await
+                    .with_context(|| format!("sending to dead-letter topic `{topic}`"))?;
+            }
+            (None, None) => tracing::warn!(
                 partition,
                 offset,
                 reason,
@@ -56,12 +89,18 @@ impl DeadLetter {
     }
 
     /// Makes what was sent durable.
-    pub fn flush(&mut self) -> Result<()> {
+    pub async fn flush(&mut self) -> Result<()> {
         if let Some((path, f)) = &mut self.file {
             f.flush()
                 .with_context(|| format!("flushing {}", path.display()))?;
             f.sync_data()
                 .with_context(|| format!("syncing {}", path.display()))?;
+        }
+        if let Some((topic, producer)) = &self.topic {
+            producer
+                .flush()
+                .await
+                .with_context(|| format!("flushing dead-letter topic `{topic}`"))?;
         }
         Ok(())
     }

@@ -133,10 +133,10 @@ impl Sink {
             max_bytes: c.batch.max_bytes.0,
             interval: Duration::from_millis(c.batch.interval_ms),
         };
-        let dead = DeadLetter::to_file(c.dead_letter.as_ref().and_then(|d| d.file.clone()))?;
-        if c.dead_letter.as_ref().is_some_and(|d| d.topic.is_some()) {
-            bail!("iceberg.dead-letter.topic is not supported yet; use dead-letter.file");
-        }
+        let dead = match c.dead_letter.as_ref().and_then(|d| d.topic.as_deref()) {
+            Some(topic) => DeadLetter::to_topic(topic).await?,
+            None => DeadLetter::to_file(c.dead_letter.as_ref().and_then(|d| d.file.clone()))?,
+        };
         let mut sink = Sink {
             config,
             catalog,
@@ -295,10 +295,11 @@ impl Sink {
         for table in self.batches.tables() {
             self.commit(&table).await?;
         }
-        if let Some(mirror) = &mirror {
+        if let Some(mirror) = mirror {
             mirror.durable(&self.next_read);
+            mirror.settle(Duration::from_secs(10)).await;
         }
-        self.dead.flush()?;
+        self.dead.flush().await?;
         self.stats.dead_lettered = self.dead.count;
         Ok(())
     }
@@ -310,11 +311,11 @@ impl Sink {
             Ok(r) => r,
             Err(e) => {
                 let reason = format!("not a CDC record: {e}");
-                return self.dead.send(p, off, &reason, &record.value);
+                return self.dead.send(p, off, &reason, &record.value).await;
             }
         };
         let change = match parsed {
-            CdcRecord::Error(e) => return self.dead.send(p, off, &e.reason, &record.value),
+            CdcRecord::Error(e) => return self.dead.send(p, off, &e.reason, &record.value).await,
             CdcRecord::Change(c) => *c,
         };
         if change.op == Op::Message {
@@ -322,7 +323,12 @@ impl Sink {
         }
         let ident = match route(&self.config.iceberg.tables, &change.source) {
             Ok(t) => t,
-            Err(e) => return self.dead.send(p, off, &format!("{e:#}"), &record.value),
+            Err(e) => {
+                return self
+                    .dead
+                    .send(p, off, &format!("{e:#}"), &record.value)
+                    .await
+            }
         };
         if !self.tables.contains_key(&ident) {
             if change.op == Op::Truncate {
@@ -337,7 +343,7 @@ impl Sink {
                     {
                         Ok(t) => t,
                         Err(iceberg_cdc_merge::MergeError::Schema(reason)) => {
-                            return self.dead.send(p, off, &reason, &record.value);
+                            return self.dead.send(p, off, &reason, &record.value).await;
                         }
                         Err(e) => return Err(e).with_context(|| format!("creating {ident}")),
                     }
@@ -361,7 +367,7 @@ impl Sink {
         }
         if change.op != Op::Truncate {
             if let Err(e) = state.table.check(&change) {
-                return self.dead.send(p, off, &e.to_string(), &record.value);
+                return self.dead.send(p, off, &e.to_string(), &record.value).await;
             }
         }
         *self.stats.changes.entry(change.op.code()).or_default() += 1;
@@ -378,7 +384,7 @@ impl Sink {
         let Some(batch) = self.batches.take(ident) else {
             return Ok(());
         };
-        self.dead.flush()?;
+        self.dead.flush().await?;
         let state = self
             .tables
             .get_mut(ident)

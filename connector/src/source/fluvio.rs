@@ -2,8 +2,9 @@
 //! hold for it, with the `transforms:` SmartModules run by the SPU. Records arrive in chunks
 //! over the same bounded channel as the file source.
 //!
-//! Consumer offsets (Manual strategy) only mirror progress for monitoring: a partition's
-//! offset is committed and flushed once every record it has yielded is durable in the tables.
+//! Consumer offsets (Manual strategy) only mirror progress for monitoring: after each table
+//! commit, each partition's consumer offset is committed and flushed at its last durable
+//! record.
 
 use super::SourceRecord;
 use crate::config::{ConnectorConfig, OffsetStart};
@@ -22,10 +23,13 @@ use tokio::sync::{mpsc, watch};
 /// How long a partition waits to fill a chunk before handing over what it has.
 const LINGER: Duration = Duration::from_millis(50);
 
-/// Per partition, the offset below which everything is durable; the streams commit their
-/// consumer offsets from it.
+/// Per partition, the offset below which everything is durable. A task of its own publishes
+/// it as the consumer offset: the reading streams cannot commit while they wait for records
+/// (fluvio's retrying stream holds its lock then), so it opens a short stream at the last
+/// durable record, commits and flushes there, and closes it.
 pub struct OffsetMirror {
     durable: BTreeMap<u32, watch::Sender<i64>>,
+    done: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl OffsetMirror {
@@ -41,6 +45,74 @@ impl OffsetMirror {
                 });
             }
         }
+    }
+
+    /// Publishes what is pending and stops (at most `limit`): called on the way out.
+    pub async fn settle(self, limit: Duration) {
+        drop(self.durable);
+        let all = futures::future::join_all(self.done);
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!("consumer offsets not flushed within {limit:?} (monitoring only)");
+        }
+    }
+}
+
+/// Commits `consumer` at the record before `durable` whenever `durable` moves.
+async fn publish_offsets(
+    fluvio: std::sync::Arc<Fluvio>,
+    topic: String,
+    partition: u32,
+    consumer: String,
+    mut durable: watch::Receiver<i64>,
+) {
+    let mut published = i64::MIN;
+    loop {
+        let closed = durable.changed().await.is_err();
+        let target = *durable.borrow_and_update();
+        if target > published && target > 0 {
+            match commit_at(&fluvio, &topic, partition, &consumer, target - 1).await {
+                Ok(()) => {
+                    published = target;
+                    tracing::debug!(partition, offset = target - 1, "consumer offset flushed");
+                }
+                Err(e) => {
+                    tracing::warn!(partition, error = %e, "consumer offset not flushed (monitoring only)")
+                }
+            }
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+async fn commit_at(
+    fluvio: &Fluvio,
+    topic: &str,
+    partition: u32,
+    consumer: &str,
+    offset: i64,
+) -> Result<()> {
+    let config = ConsumerConfigExtBuilder::default()
+        .topic(topic.to_owned())
+        .partition(partition)
+        .offset_start(Offset::absolute(offset)?)
+        .offset_consumer(consumer.to_owned())
+        .offset_strategy(OffsetManagementStrategy::Manual)
+        .disable_continuous(true)
+        .build()
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut stream = fluvio.consumer_with_config(config).await?;
+    match stream.next().await {
+        Some(Ok(record)) if record.offset() == offset => {
+            stream.offset_commit().await.map_err(|e| anyhow!("{e:?}"))?;
+            stream.offset_flush().await.map_err(|e| anyhow!("{e:?}"))?;
+            Ok(())
+        }
+        other => Err(anyhow!(
+            "record {offset} not found ({:?})",
+            other.map(|r| r.map(|r| r.offset()))
+        )),
     }
 }
 
@@ -77,9 +149,11 @@ pub async fn spawn(
     resume: &BTreeMap<u32, i64>,
     chunk: usize,
 ) -> Result<(mpsc::Receiver<Result<Vec<SourceRecord>>>, OffsetMirror)> {
-    let fluvio = Fluvio::connect()
-        .await
-        .context("connecting to the Fluvio cluster")?;
+    let fluvio = std::sync::Arc::new(
+        Fluvio::connect()
+            .await
+            .context("connecting to the Fluvio cluster")?,
+    );
     let topic = config.meta.topic.name().to_owned();
     let consumer = config.meta.consumer.as_ref();
     let partitions = match consumer
@@ -109,6 +183,7 @@ pub async fn spawn(
     let (tx, rx) = mpsc::channel(2 * partitions.len().max(1));
     let mut mirror = OffsetMirror {
         durable: BTreeMap::new(),
+        done: Vec::new(),
     };
     for p in partitions {
         let mut builder = ConsumerConfigExtBuilder::default();
@@ -131,7 +206,14 @@ pub async fn spawn(
             .with_context(|| format!("opening partition {p} of `{topic}`"))?;
         let (durable_tx, durable_rx) = watch::channel(i64::MIN);
         mirror.durable.insert(p, durable_tx);
-        tokio::spawn(read_partition(p, stream, chunk, tx.clone(), durable_rx));
+        mirror.done.push(tokio::spawn(publish_offsets(
+            fluvio.clone(),
+            topic.clone(),
+            p,
+            format!("{consumer_id}-{p}"),
+            durable_rx,
+        )));
+        tokio::spawn(read_partition(p, stream, chunk, tx.clone()));
     }
     Ok((rx, mirror))
 }
@@ -141,19 +223,15 @@ async fn read_partition<S>(
     mut stream: S,
     chunk: usize,
     tx: mpsc::Sender<Result<Vec<SourceRecord>>>,
-    mut durable: watch::Receiver<i64>,
 ) where
     S: ConsumerStream<Item = Result<fluvio::consumer::Record, fluvio::dataplane::link::ErrorCode>>,
 {
-    let mut last_yielded: Option<i64> = None;
-    let mut committed: Option<i64> = None;
     let mut buffer: Vec<SourceRecord> = Vec::new();
     loop {
         let linger = tokio::time::sleep(LINGER);
         tokio::select! {
             next = stream.next() => match next {
                 Some(Ok(record)) => {
-                    last_yielded = Some(record.offset());
                     buffer.push(SourceRecord {
                         partition,
                         offset: record.offset(),
@@ -173,21 +251,6 @@ async fn read_partition<S>(
                     return;
                 }
             },
-            _ = durable.changed() => {
-                // mirror progress once all this stream yielded is durable
-                let w = *durable.borrow_and_update();
-                if let Some(last) = last_yielded {
-                    if w > last && committed != Some(last) {
-                        let ok = stream.offset_commit().await.is_ok() && stream.offset_flush().await.is_ok();
-                        if ok {
-                            committed = Some(last);
-                        } else {
-                            tracing::warn!(partition, "could not flush the consumer offset (monitoring only)");
-                        }
-                    }
-                }
-                continue;
-            }
             _ = linger => {}
         }
         if !buffer.is_empty() && tx.send(Ok(std::mem::take(&mut buffer))).await.is_err() {
