@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The demo on a fresh machine: builds the SmartModule and the connector, then runs the
 # connector on the embedded default: the sample Debezium stream of the `products` table
-# (tests/fixtures/products.kv), the SmartModule in-process, a SQLite catalog and a local
-# warehouse under .work/demo. Then shows the table, its snapshots, and the dead letter.
+# (tests/fixtures/products.kv: snapshot reads, creates, updates, a delete and its tombstone,
+# an update that moves a row to another month's partition, a bad message), the SmartModule
+# in-process, a SQLite catalog and a local warehouse under .work/demo. Then shows the table,
+# its snapshots, and the dead letter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -31,6 +33,12 @@ iceberg:
     type: file
     path: $root/tests/fixtures/products.kv
     format: key-value
+  tables:
+    # event time: the last update of product 1 happened in July, so its row moves from the
+    # June partition to July's (a position delete in June, a new row in July)
+    partition-by: month(_cdc_source_ts)
+  batch:
+    max-records: 4                    # small batches: several snapshots to look at
   catalog:
     uri: sqlite://$out/catalog.db
     warehouse: file://$out/warehouse

@@ -76,6 +76,13 @@ impl Batches {
         due
     }
 
+    /// Whether a table's batch reached its record or byte limit.
+    pub fn full(&self, table: &TableIdent, limits: &Limits) -> bool {
+        self.open
+            .get(table)
+            .is_some_and(|b| b.records.len() >= limits.max_records || b.bytes >= limits.max_bytes)
+    }
+
     pub fn tables(&self) -> Vec<TableIdent> {
         let mut t: Vec<TableIdent> = self.open.keys().cloned().collect();
         t.sort_by_key(|t| t.to_string());

@@ -191,6 +191,29 @@ pub struct TransformStep {
 }
 
 impl TransformStep {
+    /// `lookback: {last: N}` as the SPU takes it (`age` is not supported).
+    pub fn lookback(&self) -> Result<Option<u64>> {
+        let Some(lookback) = &self.lookback else {
+            return Ok(None);
+        };
+        let last = lookback
+            .get("last")
+            .and_then(serde_yaml::Value::as_u64)
+            .ok_or_else(|| {
+                anyhow!(
+                    "transforms: `{}` lookback needs `last: <records>`",
+                    self.uses
+                )
+            })?;
+        if lookback.get("age").is_some() {
+            bail!(
+                "transforms: `{}` lookback `age` is not supported; use `last`",
+                self.uses
+            );
+        }
+        Ok(Some(last))
+    }
+
     /// Params as Fluvio passes them: strings (other scalars in their YAML text; maps and lists
     /// as JSON).
     pub fn params(&self) -> Result<BTreeMap<String, String>> {
@@ -576,6 +599,7 @@ impl ConnectorConfig {
         }
         for step in &self.transforms {
             step.params()?;
+            step.lookback()?;
         }
         Ok(())
     }

@@ -263,10 +263,16 @@ impl Sink {
                         Some(chain) => chain.apply(&chunk)?,
                         None => chunk,
                     };
-                    self.next_read.insert(partition, last + 1);
                     for record in out {
-                        self.accept(record).await?;
+                        // everything before this record is in a batch (or filtered out)
+                        self.next_read.insert(partition, record.offset);
+                        if let Some(table) = self.accept(record).await? {
+                            if self.batches.full(&table, &self.limits) {
+                                self.commit(&table).await?;
+                            }
+                        }
                     }
+                    self.next_read.insert(partition, last + 1);
                     tracing::debug!(last, "chunk read");
                 }
                 _ = tick => {}
@@ -281,7 +287,25 @@ impl Sink {
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 let rate = (self.stats.read - read_at_last_progress) as f64
                     / last_progress.elapsed().as_secs_f64();
+                let lag = match &mirror {
+                    Some(m) => {
+                        match tokio::time::timeout(Duration::from_secs(2), m.high_watermarks())
+                            .await
+                        {
+                            Ok(Ok(hw)) => Some(
+                                hw.iter()
+                                    .map(|(p, h)| {
+                                        (h - self.next_read.get(p).copied().unwrap_or(0)).max(0)
+                                    })
+                                    .sum::<i64>(),
+                            ),
+                            _ => None,
+                        }
+                    }
+                    None => None,
+                };
                 tracing::info!(
+                    lag = ?lag,
                     open = self.batches.records(),
                     position = ?self.next_read,
                     dead_lettered = self.dead.count,
@@ -305,21 +329,32 @@ impl Sink {
     }
 
     /// One SmartModule output record: routed into a batch, or dead-lettered.
-    async fn accept(&mut self, record: SourceRecord) -> Result<()> {
+    /// Returns the table the change went to.
+    async fn accept(&mut self, record: SourceRecord) -> Result<Option<TableIdent>> {
         let (p, off) = (record.partition, record.offset);
         let parsed: CdcRecord = match serde_json::from_slice(&record.value) {
             Ok(r) => r,
             Err(e) => {
                 let reason = format!("not a CDC record: {e}");
-                return self.dead.send(p, off, &reason, &record.value).await;
+                return self
+                    .dead
+                    .send(p, off, &reason, &record.value)
+                    .await
+                    .map(|()| None);
             }
         };
         let change = match parsed {
-            CdcRecord::Error(e) => return self.dead.send(p, off, &e.reason, &record.value).await,
+            CdcRecord::Error(e) => {
+                return self
+                    .dead
+                    .send(p, off, &e.reason, &record.value)
+                    .await
+                    .map(|()| None)
+            }
             CdcRecord::Change(c) => *c,
         };
         if change.op == Op::Message {
-            return Ok(());
+            return Ok(None);
         }
         let ident = match route(&self.config.iceberg.tables, &change.source) {
             Ok(t) => t,
@@ -328,12 +363,13 @@ impl Sink {
                     .dead
                     .send(p, off, &format!("{e:#}"), &record.value)
                     .await
+                    .map(|()| None)
             }
         };
         if !self.tables.contains_key(&ident) {
             if change.op == Op::Truncate {
                 // nothing to empty yet
-                return Ok(());
+                return Ok(None);
             }
             let table = match CdcTable::open(&self.catalog, &ident, self.options.clone()).await? {
                 Some(t) => t,
@@ -343,7 +379,11 @@ impl Sink {
                     {
                         Ok(t) => t,
                         Err(iceberg_cdc_merge::MergeError::Schema(reason)) => {
-                            return self.dead.send(p, off, &reason, &record.value).await;
+                            return self
+                                .dead
+                                .send(p, off, &reason, &record.value)
+                                .await
+                                .map(|()| None);
                         }
                         Err(e) => return Err(e).with_context(|| format!("creating {ident}")),
                     }
@@ -363,18 +403,22 @@ impl Sink {
             .ok_or_else(|| anyhow!("table {ident} vanished"))?;
         if state.committed.get(&p).is_some_and(|&next| off < next) {
             self.stats.skipped_committed += 1;
-            return Ok(());
+            return Ok(None);
         }
         if change.op != Op::Truncate {
             if let Err(e) = state.table.check(&change) {
-                return self.dead.send(p, off, &e.to_string(), &record.value).await;
+                return self
+                    .dead
+                    .send(p, off, &e.to_string(), &record.value)
+                    .await
+                    .map(|()| None);
             }
         }
         *self.stats.changes.entry(change.op.code()).or_default() += 1;
         let bytes = record.value.len() as u64;
         self.batches
-            .push(ident, change, p, off, bytes, Instant::now());
-        Ok(())
+            .push(ident.clone(), change, p, off, bytes, Instant::now());
+        Ok(Some(ident))
     }
 
     /// Commits one table's open batch, with retries; after the last failed attempt the error

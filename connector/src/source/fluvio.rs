@@ -28,11 +28,28 @@ const LINGER: Duration = Duration::from_millis(50);
 /// (fluvio's retrying stream holds its lock then), so it opens a short stream at the last
 /// durable record, commits and flushes there, and closes it.
 pub struct OffsetMirror {
+    fluvio: std::sync::Arc<Fluvio>,
+    topic: String,
     durable: BTreeMap<u32, watch::Sender<i64>>,
     done: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl OffsetMirror {
+    /// Per partition, the high watermark (the offset after the last committed record).
+    pub async fn high_watermarks(&self) -> Result<BTreeMap<u32, i64>> {
+        use fluvio::metadata::partition::PartitionSpec;
+        let admin = self.fluvio.admin().await;
+        let prefix = format!("{}-", self.topic);
+        let partitions = admin.list::<PartitionSpec, String>(vec![]).await?;
+        Ok(partitions
+            .into_iter()
+            .filter_map(|m| {
+                let p: u32 = m.name.strip_prefix(&prefix)?.parse().ok()?;
+                Some((p, m.status.leader.hw))
+            })
+            .collect())
+    }
+
     pub fn durable(&self, watermarks: &BTreeMap<u32, i64>) {
         for (p, w) in watermarks {
             if let Some(tx) = self.durable.get(p) {
@@ -125,7 +142,12 @@ pub fn invocations(config: &ConnectorConfig) -> Result<Vec<SmartModuleInvocation
             Ok(SmartModuleInvocation {
                 wasm: SmartModuleInvocationWasm::Predefined(t.uses.clone()),
                 kind: SmartModuleKind::Generic(Default::default()),
-                params: SmartModuleExtraParams::from(t.params()?),
+                params: SmartModuleExtraParams::new(
+                    t.params()?,
+                    t.lookback()?.map(|last| {
+                        fluvio_smartmodule::dataplane::smartmodule::Lookback { last, age: None }
+                    }),
+                ),
                 name: Some(t.uses.clone()),
             })
         })
@@ -182,6 +204,8 @@ pub async fn spawn(
     let invocations = invocations(config)?;
     let (tx, rx) = mpsc::channel(2 * partitions.len().max(1));
     let mut mirror = OffsetMirror {
+        fluvio: fluvio.clone(),
+        topic: topic.clone(),
         durable: BTreeMap::new(),
         done: Vec::new(),
     };
