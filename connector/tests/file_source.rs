@@ -112,14 +112,7 @@ fn sample_products_land_in_iceberg_and_the_bad_record_in_the_dead_letter_file() 
     let cfg = config(dir.path(), &input, "");
     run(&cfg);
     let (py, duck) = read(dir.path(), "public.products", "id,name,price,on_offer");
-    let expected: Value = serde_json::from_str(
-        r#"[{"id":1,"name":"scooter","price":279,"on_offer":true},
-            {"id":2,"name":"car battery","price":81,"on_offer":false},
-            {"id":4,"name":"hammer","price":29,"on_offer":false},
-            {"id":5,"name":"rocks","price":6,"on_offer":false},
-            {"id":6,"name":"tape","price":7,"on_offer":false}]"#,
-    )
-    .unwrap();
+    let expected = cdc_tests::products_final_rows();
     assert_eq!(py, expected, "PyIceberg");
     assert_eq!(duck, expected, "DuckDB");
     let dead = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap();

@@ -149,14 +149,7 @@ iceberg:
         .arg(&config)
         .spawn()
         .unwrap();
-    let expected: Value = serde_json::from_str(
-        r#"[{"id":1,"name":"scooter","price":279,"on_offer":true},
-            {"id":2,"name":"car battery","price":81,"on_offer":false},
-            {"id":4,"name":"hammer","price":29,"on_offer":false},
-            {"id":5,"name":"rocks","price":6,"on_offer":false},
-            {"id":6,"name":"tape","price":7,"on_offer":false}]"#,
-    )
-    .unwrap();
+    let expected = cdc_tests::products_final_rows();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut got = None;
     while Instant::now() < deadline {

@@ -301,3 +301,14 @@ pub mod readers {
         );
     }
 }
+
+/// The `products` table after `tests/fixtures/products.kv` (id, name, price, on_offer), by id.
+pub fn products_final_rows() -> Value {
+    serde_json::json!([
+        {"id": 1, "name": "scooter", "price": 279, "on_offer": true},
+        {"id": 2, "name": "car battery", "price": 81, "on_offer": false},
+        {"id": 4, "name": "hammer", "price": 29, "on_offer": false},
+        {"id": 5, "name": "rocks", "price": 6, "on_offer": false},
+        {"id": 6, "name": "tape", "price": 7, "on_offer": false}
+    ])
+}
