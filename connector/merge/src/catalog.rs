@@ -8,7 +8,7 @@
 use crate::MergeError;
 use iceberg::io::LocalFsStorageFactory;
 use iceberg::table::Table;
-use iceberg::{Catalog as _, CatalogBuilder as _, NamespaceIdent, TableCreation, TableIdent};
+use iceberg::{Catalog as _, CatalogBuilder as _, TableCreation, TableIdent};
 use iceberg_catalog_sql::{SqlCatalog, SqlCatalogBuilder};
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
@@ -148,11 +148,6 @@ impl Catalog {
             .await
             .map_err(|e| MergeError::Catalog(format!("committing {ident}: {e}")))?;
         Ok(result.rows_affected() == 1)
-    }
-
-    pub fn namespace(name: &str) -> NamespaceIdent {
-        NamespaceIdent::from_strs(name.split('.'))
-            .unwrap_or_else(|_| NamespaceIdent::new(name.to_owned()))
     }
 }
 

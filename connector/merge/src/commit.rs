@@ -7,9 +7,8 @@ use crate::catalog::Catalog;
 use crate::MergeError;
 use iceberg::io::FileIO;
 use iceberg::spec::{
-    DataContentType, DataFile, FormatVersion, ManifestContentType, ManifestFile, ManifestList,
-    ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot, Summary, TableMetadata,
-    TableMetadataBuilder,
+    DataContentType, DataFile, FormatVersion, ManifestFile, ManifestList, ManifestListWriter,
+    ManifestWriterBuilder, Operation, Snapshot, Summary, TableMetadata, TableMetadataBuilder,
 };
 use iceberg::table::Table;
 use iceberg::MetadataLocation;
@@ -323,19 +322,4 @@ fn new_snapshot_id(metadata: &TableMetadata) -> i64 {
             return id;
         }
     }
-}
-
-/// Which manifests a snapshot lists, by content (for tests and inspection).
-pub async fn manifests_of(table: &Table) -> Result<Vec<(ManifestContentType, String)>, MergeError> {
-    let metadata = table.metadata();
-    let Some(snapshot) = metadata.current_snapshot() else {
-        return Ok(Vec::new());
-    };
-    Ok(
-        manifest_list(table.file_io(), metadata, snapshot.manifest_list())
-            .await?
-            .into_iter()
-            .map(|m| (m.content, m.manifest_path))
-            .collect(),
-    )
 }

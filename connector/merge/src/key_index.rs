@@ -117,14 +117,6 @@ impl KeyIndex {
         self.bytes.clear();
     }
 
-    /// Every entry (for tests and diagnostics).
-    pub fn entries(&self) -> impl Iterator<Item = (Key, Location)> + '_ {
-        self.ints
-            .iter()
-            .map(|(k, v)| (Key::Int(*k), *v))
-            .chain(self.bytes.iter().map(|(k, v)| (Key::Bytes(k.clone()), *v)))
-    }
-
     /// Approximate heap bytes held, for the bytes-per-key figure.
     pub fn heap_bytes(&self) -> usize {
         let slot = std::mem::size_of::<(i64, Location)>() + 1;

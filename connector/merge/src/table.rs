@@ -60,6 +60,8 @@ pub struct Applied {
 
 pub struct CdcTable {
     table: Table,
+    /// The Arrow form of the table's current schema, for checking records.
+    arrow_schema: arrow_schema::SchemaRef,
     key_columns: Vec<String>,
     index: KeyIndex,
     /// Live data files; the key index refers to them by position here.
@@ -146,6 +148,7 @@ impl CdcTable {
             )));
         }
         Ok(CdcTable {
+            arrow_schema: arrow_schema_of(&table)?,
             table,
             key_columns,
             index: KeyIndex::default(),
@@ -153,6 +156,12 @@ impl CdcTable {
             file_ids: HashMap::new(),
             options,
         })
+    }
+
+    fn set_table(&mut self, table: Table) -> Result<(), MergeError> {
+        self.arrow_schema = arrow_schema_of(&table)?;
+        self.table = table;
+        Ok(())
     }
 
     pub fn table(&self) -> &Table {
@@ -199,10 +208,9 @@ impl CdcTable {
             }
         }
         if let Some(after) = &record.after {
-            let arrow = iceberg::arrow::schema_to_arrow_schema(schema)
-                .map_err(|e| MergeError::Schema(e.to_string()))?;
             for (name, value) in after {
-                let field = arrow
+                let field = self
+                    .arrow_schema
                     .field_with_name(name)
                     .map_err(|e| MergeError::Schema(e.to_string()))?;
                 if value.is_null() && !field.is_nullable() {
@@ -328,12 +336,13 @@ impl CdcTable {
                         )));
                     }
                     tracing::info!(table = %self.table.identifier(), conflicts, "commit conflict; reloading");
-                    self.table = catalog
+                    let table = catalog
                         .load(self.table.identifier())
                         .await?
                         .ok_or_else(|| {
                             MergeError::Catalog(format!("{} disappeared", self.table.identifier()))
                         })?;
+                    self.set_table(table)?;
                     self.rebuild_index().await?;
                 }
             }
@@ -420,7 +429,7 @@ impl CdcTable {
             Outcome::Conflict => return Ok(None),
         };
         applied.snapshot_id = table.metadata().current_snapshot_id();
-        self.table = table;
+        self.set_table(table)?;
 
         // the index follows the commit
         if plan.truncate {
@@ -508,6 +517,12 @@ impl CdcTable {
         }
         Ok(())
     }
+}
+
+fn arrow_schema_of(table: &Table) -> Result<arrow_schema::SchemaRef, MergeError> {
+    iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
+        .map(std::sync::Arc::new)
+        .map_err(|e| MergeError::Schema(e.to_string()))
 }
 
 fn now_us() -> i64 {
