@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or a used one. Installs what it needs (Debian's
-# wasm toolchain for the SmartModule), then: format, lints, the .wasm build, every test.
+# wasm toolchain for the SmartModule, PostgreSQL, Ceph, the Python readers), then: format,
+# lints, the .wasm build, every test.
 #
 #   bash tests/run.sh
 #
@@ -20,6 +21,17 @@ step "PostgreSQL for the catalog tests"
 source tests/postgres.sh
 start_postgres
 
+step "Ceph (S3 through the RADOS Gateway) for the object-store tests"
+if ! command -v faketime >/dev/null 2>&1; then
+  # the clock-skew test runs the connector under libfaketime
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq faketime >/dev/null
+fi
+source tests/ceph.sh
+start_ceph
+trap stop_ceph EXIT
+
 step "format"
 cargo fmt --all --check
 
@@ -31,7 +43,7 @@ bash smartmodule/build-wasm.sh --locked
 
 step "tests"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log"; stop_ceph' EXIT
 status=0
 PROPTEST_CASES="${PROPTEST_CASES:-30000}" cargo test --workspace --locked --no-fail-fast 2>&1 \
   | tee "$log" || status=$?

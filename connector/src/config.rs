@@ -240,6 +240,9 @@ pub struct IcebergSection {
     #[serde(default)]
     pub source: SourceConfig,
     pub catalog: CatalogSection,
+    /// The S3-compatible store of an `s3://` warehouse.
+    #[serde(default)]
+    pub storage: StorageSection,
     #[serde(default)]
     pub tables: TablesSection,
     #[serde(default)]
@@ -283,12 +286,117 @@ pub struct CatalogSection {
     pub name: String,
     /// `sqlite:///path/catalog.db` or `postgres://user:pass@host/db`.
     pub uri: String,
-    /// `file:///path/warehouse`.
+    /// `file:///path/warehouse` or `s3://bucket/prefix`.
     pub warehouse: String,
 }
 
 fn default_catalog_name() -> String {
     "cdc".into()
+}
+
+/// The object store of an `s3://` warehouse. Keys left out fall back to the old job's
+/// variables (secret store first, then the environment): `S3_ACCESS_KEY`, `S3_SECRET_KEY`,
+/// and `EXTERNAL_IP` for the endpoint (`host`, `host:port` or a URL; port 7480, Ceph's
+/// gateway, when none is given).
+#[derive(Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StorageSection {
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Defaults to on when an endpoint is set (Ceph, MinIO), off for AWS.
+    #[serde(default)]
+    pub path_style: Option<bool>,
+    #[serde(default)]
+    pub access_key: Option<String>,
+    #[serde(default)]
+    pub secret_key: Option<String>,
+    #[serde(default)]
+    pub session_token: Option<String>,
+    /// A PEM file with the CA that signed the endpoint's certificate (trusted in addition
+    /// to the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for StorageSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageSection")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .field("access_key", &self.access_key)
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "***"))
+            .field("session_token", &self.session_token.as_ref().map(|_| "***"))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+impl StorageSection {
+    /// Fills what is left out from the old job's variables.
+    fn with_fallbacks(mut self, secrets: &Secrets) -> StorageSection {
+        let old = |name: &str| {
+            secrets
+                .get(name)
+                .or_else(|| std::env::var(name).ok())
+                .filter(|v| !v.trim().is_empty())
+        };
+        if self.access_key.is_none() {
+            self.access_key = old("S3_ACCESS_KEY");
+        }
+        if self.secret_key.is_none() {
+            self.secret_key = old("S3_SECRET_KEY");
+        }
+        if self.endpoint.is_none() {
+            self.endpoint = old("EXTERNAL_IP").map(|ip| endpoint_from_external_ip(&ip));
+        }
+        self
+    }
+
+    pub fn s3(&self) -> iceberg_cdc_merge::S3Settings {
+        iceberg_cdc_merge::S3Settings {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            path_style: self.path_style,
+            access_key: self.access_key.clone(),
+            secret_key: self.secret_key.clone(),
+            session_token: self.session_token.clone(),
+        }
+    }
+}
+
+/// The old job's `EXTERNAL_IP` as an endpoint: `10.0.0.5` -> `http://10.0.0.5:7480`;
+/// `host:port` and URLs are kept.
+fn endpoint_from_external_ip(ip: &str) -> String {
+    let ip = ip.trim();
+    if ip.contains("://") {
+        ip.to_owned()
+    } else if ip.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("http://[{ip}]:7480")
+    } else if ip.parse::<std::net::SocketAddr>().is_ok()
+        || ip
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.contains(':') && port.parse::<u16>().is_ok())
+    {
+        format!("http://{ip}")
+    } else {
+        format!("http://{ip}:7480")
+    }
+}
+
+impl ConnectorConfig {
+    /// Where the catalog and the warehouse are, for the merge engine.
+    pub fn catalog_config(&self) -> iceberg_cdc_merge::CatalogConfig {
+        let c = &self.iceberg.catalog;
+        iceberg_cdc_merge::CatalogConfig {
+            name: c.name.clone(),
+            uri: c.uri.clone(),
+            warehouse: c.warehouse.clone(),
+            s3: self.iceberg.storage.s3(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -520,8 +628,11 @@ impl ConnectorConfig {
     pub fn parse(text: &str, secrets: &Secrets) -> Result<ConnectorConfig> {
         let declared = declared_secrets(text)?;
         let rendered = render_secrets(text, &declared, secrets)?;
-        let config: ConnectorConfig =
+        let mut config: ConnectorConfig =
             serde_yaml::from_str(&rendered).map_err(|e| anyhow!("config: {e}"))?;
+        if config.iceberg.catalog.warehouse.starts_with("s3") {
+            config.iceberg.storage = config.iceberg.storage.with_fallbacks(secrets);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -592,6 +703,16 @@ impl ConnectorConfig {
                 bail!("iceberg.source.format: `{f}` is not value or key-value");
             }
         }
+        if let Some(ca) = &self.iceberg.storage.ca_file {
+            if !ca.is_file() {
+                bail!("iceberg.storage.ca-file {} is not a file", ca.display());
+            }
+        }
+        iceberg_cdc_merge::Storage::new(
+            &self.iceberg.catalog.warehouse,
+            &self.iceberg.storage.s3(),
+        )
+        .map_err(|e| anyhow!("iceberg.catalog.warehouse: {e}"))?;
         if let Some(dl) = &self.iceberg.dead_letter {
             if dl.file.is_some() == dl.topic.is_some() {
                 bail!("iceberg.dead-letter: give exactly one of file or topic");
@@ -668,6 +789,103 @@ iceberg:
         assert_eq!(c.iceberg.retries.attempts, 3);
         assert_eq!(c.iceberg.tables.namespace, "{schema}");
         assert_eq!(c.iceberg.source.kind, SourceKind::Fluvio);
+    }
+
+    #[test]
+    fn s3_storage_from_the_section_or_the_old_jobs_variables() {
+        let s3 = MINIMAL.replace("file:///tmp/w", "s3://lake/warehouse");
+        // the old job's variables fill what the section leaves out
+        let old = Secrets {
+            file: Some(HashMap::from([
+                ("S3_ACCESS_KEY".to_owned(), "old-access".to_owned()),
+                ("S3_SECRET_KEY".to_owned(), "old-secret".to_owned()),
+                ("EXTERNAL_IP".to_owned(), "10.1.2.3".to_owned()),
+            ])),
+        };
+        let c = ConnectorConfig::parse(&s3, &old).unwrap();
+        let cc = c.catalog_config();
+        assert_eq!(cc.warehouse, "s3://lake/warehouse");
+        assert_eq!(cc.s3.endpoint.as_deref(), Some("http://10.1.2.3:7480"));
+        assert_eq!(cc.s3.access_key.as_deref(), Some("old-access"));
+        assert_eq!(cc.s3.secret_key.as_deref(), Some("old-secret"));
+        assert!(!format!("{:?}", c.iceberg.storage).contains("old-secret"));
+        // the section wins, and secrets render into it
+        let text = s3.replace("  type: iceberg-cdc-sink\n", "  type: iceberg-cdc-sink\n  secrets:\n    - name: CEPH_SECRET\n")
+            + "  storage:\n    endpoint: https://ceph.internal:8443\n    region: eu-1\n    path-style: false\n    access-key: new-access\n    secret-key: ${{ secrets.CEPH_SECRET }}\n";
+        let mut with_secret = old;
+        if let Some(map) = with_secret.file.as_mut() {
+            map.insert("CEPH_SECRET".into(), "from-the-store".into());
+        }
+        let c = ConnectorConfig::parse(&text, &with_secret).unwrap();
+        let s = c.catalog_config().s3;
+        assert_eq!(s.endpoint.as_deref(), Some("https://ceph.internal:8443"));
+        assert_eq!(s.region.as_deref(), Some("eu-1"));
+        assert_eq!(s.path_style, Some(false));
+        assert_eq!(s.access_key.as_deref(), Some("new-access"));
+        assert_eq!(s.secret_key.as_deref(), Some("from-the-store"));
+        // a local warehouse takes nothing from the S3 variables
+        let c = ConnectorConfig::parse(MINIMAL, &with_secret).unwrap();
+        assert_eq!(c.catalog_config().s3, Default::default());
+    }
+
+    #[test]
+    fn external_ip_forms() {
+        assert_eq!(
+            endpoint_from_external_ip("10.0.0.5"),
+            "http://10.0.0.5:7480"
+        );
+        assert_eq!(
+            endpoint_from_external_ip("10.0.0.5:9000"),
+            "http://10.0.0.5:9000"
+        );
+        assert_eq!(
+            endpoint_from_external_ip("ceph.lan"),
+            "http://ceph.lan:7480"
+        );
+        assert_eq!(
+            endpoint_from_external_ip("ceph.lan:80"),
+            "http://ceph.lan:80"
+        );
+        assert_eq!(
+            endpoint_from_external_ip("fd00::5"),
+            "http://[fd00::5]:7480"
+        );
+        assert_eq!(
+            endpoint_from_external_ip("[fd00::5]:9000"),
+            "http://[fd00::5]:9000"
+        );
+        assert_eq!(
+            endpoint_from_external_ip("https://s3.example.com"),
+            "https://s3.example.com"
+        );
+    }
+
+    #[test]
+    fn bad_storage_settings_are_named() {
+        for (text, says) in [
+            (
+                MINIMAL.replace("file:///tmp/w", "gs://bucket/w"),
+                "file:///path or s3://bucket/prefix",
+            ),
+            (
+                MINIMAL.replace("file:///tmp/w", "s3://lake/w")
+                    + "  storage:\n    ca-file: /nonexistent/ca.pem\n",
+                "ca-file /nonexistent/ca.pem is not a file",
+            ),
+            (
+                MINIMAL.replace("file:///tmp/w", "s3://lake/w")
+                    + "  storage:\n    endpoint-url: http://x\n",
+                "endpoint-url",
+            ),
+            (
+                MINIMAL.replace("file:///tmp/w", "s3://lake/w")
+                    + "  storage:\n    path-style: sometimes\n",
+                "path-style",
+            ),
+        ] {
+            let e = format!("{:#}", parse(&text).unwrap_err());
+            assert!(e.contains(says), "{e}");
+        }
     }
 
     #[test]
@@ -831,6 +1049,12 @@ iceberg:
         assert_eq!(c.transforms[0].uses, "cdc-iceberg/debezium-cdc@0.1.0");
         assert_eq!(c.iceberg.tables.map["public.products"], "shop.products");
         assert_eq!(c.iceberg.tables.target_file_size, Some(ByteSize(128 << 20)));
+        let s3 = c.catalog_config().s3;
+        assert_eq!(s3.secret_key.as_deref(), Some("secret"));
+        assert_eq!(
+            s3.endpoint.as_deref(),
+            Some("http://ceph-rgw.internal:7480")
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use futures::TryStreamExt;
 use iceberg::TableIdent;
 use iceberg_cdc_merge::arrow_rows::value_at;
-use iceberg_cdc_merge::{Catalog, CatalogConfig};
+use iceberg_cdc_merge::Catalog;
 use serde_json::{Map, Value};
 use std::io::Write;
 
@@ -18,12 +18,7 @@ pub async fn inspect(
     out: &mut dyn Write,
 ) -> Result<()> {
     let c = &config.iceberg.catalog;
-    let catalog = Catalog::connect(&CatalogConfig {
-        name: c.name.clone(),
-        uri: c.uri.clone(),
-        warehouse: c.warehouse.clone(),
-    })
-    .await?;
+    let catalog = Catalog::connect(&config.catalog_config()).await?;
     let mut tables = catalog.list_tables().await?;
     tables.sort_by_key(|t| t.to_string());
     if let Some(name) = only {

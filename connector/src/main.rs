@@ -96,17 +96,23 @@ fn main() -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    // the config is read before the runtime starts its threads: trusting a private CA sets
+    // process environment variables
+    let config = match cli.command {
+        None | Some(Command::Inspect { .. }) => {
+            let config = load_config(cli.config.as_deref(), cli.secrets.as_deref())?;
+            trust_private_ca(&config);
+            Some(config)
+        }
+        Some(Command::Transform(_)) => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    match cli.command {
-        None => runtime.block_on(run(load_config(
-            cli.config.as_deref(),
-            cli.secrets.as_deref(),
-        )?)),
-        Some(Command::Inspect { table, rows }) => {
-            let config = load_config(cli.config.as_deref(), cli.secrets.as_deref())?;
+    match (cli.command, config) {
+        (None, Some(config)) => runtime.block_on(run(config)),
+        (Some(Command::Inspect { table, rows }), Some(config)) => {
             let stdout = std::io::stdout();
             runtime.block_on(inspect::inspect(
                 &config,
@@ -115,7 +121,21 @@ fn main() -> Result<()> {
                 &mut stdout.lock(),
             ))
         }
-        Some(Command::Transform(args)) => run_transform(args),
+        (Some(Command::Transform(args)), _) => run_transform(args),
+        (_, None) => unreachable!("the config is loaded for every command that runs the sink"),
+    }
+}
+
+/// `iceberg.storage.ca-file`: rustls (under OpenDAL's HTTP client) loads its roots from
+/// `SSL_CERT_FILE` plus `SSL_CERT_DIR` when they are set; the system's certificate folder
+/// stays in `SSL_CERT_DIR` so public endpoints keep working. Called before any thread exists.
+fn trust_private_ca(config: &ConnectorConfig) {
+    let Some(ca) = &config.iceberg.storage.ca_file else {
+        return;
+    };
+    std::env::set_var("SSL_CERT_FILE", ca);
+    if std::env::var_os("SSL_CERT_DIR").is_none() && Path::new("/etc/ssl/certs").is_dir() {
+        std::env::set_var("SSL_CERT_DIR", "/etc/ssl/certs");
     }
 }
 

@@ -18,7 +18,7 @@ use debezium_cdc::record::{CdcRecord, Op};
 use iceberg::TableIdent;
 use iceberg_cdc_merge::files::WriteOptions;
 use iceberg_cdc_merge::schema::{MetadataColumns, Partitioning};
-use iceberg_cdc_merge::{Catalog, CatalogConfig, CdcTable, TableOptions};
+use iceberg_cdc_merge::{Catalog, CdcTable, TableOptions};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -100,12 +100,7 @@ fn parse_offsets(text: Option<&String>) -> BTreeMap<u32, i64> {
 impl Sink {
     pub async fn open(config: ConnectorConfig) -> Result<Sink> {
         let c = &config.iceberg;
-        let catalog = Catalog::connect(&CatalogConfig {
-            name: c.catalog.name.clone(),
-            uri: c.catalog.uri.clone(),
-            warehouse: c.catalog.warehouse.clone(),
-        })
-        .await?;
+        let catalog = Catalog::connect(&config.catalog_config()).await?;
         let metadata_columns = if c.tables.legacy_columns {
             MetadataColumns::Legacy
         } else {
@@ -259,6 +254,12 @@ impl Sink {
                         break;
                     };
                     self.stats.read += chunk.len() as u64;
+                    let (unreadable, chunk): (Vec<_>, Vec<_>) =
+                        chunk.into_iter().partition(|r| r.defect.is_some());
+                    for r in unreadable {
+                        let reason = r.defect.as_deref().unwrap_or("unreadable");
+                        self.dead.send(r.partition, r.offset, reason, &r.value).await?;
+                    }
                     let out = match chain.as_mut() {
                         Some(chain) => chain.apply(&chunk)?,
                         None => chunk,

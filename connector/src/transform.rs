@@ -85,6 +85,7 @@ impl Chain {
                 offset: base + r.preamble.offset_delta(),
                 key: r.key().map(|k| k.as_ref().to_vec()),
                 value: r.value().as_ref().to_vec(),
+                defect: None,
             })
             .collect())
     }

@@ -2,7 +2,7 @@
 //! tables read back by PyIceberg and DuckDB; restarts; `kill -9` at random moments.
 
 use cdc_tests::readers::{self, PyCatalog};
-use cdc_tests::stream::{generate, Model, Spec};
+use cdc_tests::stream::{generate, table_rows, Spec};
 use cdc_tests::{wasm_path, workspace};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -67,24 +67,10 @@ fn read(dir: &Path, table: &str, columns: &str) -> (Value, Value) {
     let catalog = PyCatalog {
         uri: &uri,
         name: "cdc",
+        s3: None,
     };
     let columns: Vec<&str> = columns.split(',').collect();
-    let v = readers::read(&catalog, table, &columns);
-    let by_id = |rows: &Value| -> Value {
-        let mut rows = rows.as_array().unwrap().clone();
-        rows.sort_by_key(|r| r["id"].as_i64());
-        Value::Array(rows)
-    };
-    (by_id(&v["pyiceberg"]), by_id(&v["duckdb"]))
-}
-
-fn expected(model: &Model, table: &str) -> Value {
-    Value::Array(
-        model
-            .get(table)
-            .map(|rows| rows.values().cloned().collect())
-            .unwrap_or_default(),
-    )
+    readers::read_by_id(&catalog, table, &columns)
 }
 
 fn snapshots(config: &Path) -> usize {
@@ -144,6 +130,35 @@ fn sample_products_land_in_iceberg_and_the_bad_record_in_the_dead_letter_file() 
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("5 rows"), "{text}");
     assert!(text.contains(r#"offsets {"0":13}"#), "{text}");
+}
+
+/// A key-value line without its TAB is dead-lettered with its line number and the stream
+/// goes on: every change after it lands.
+#[test]
+fn a_line_without_a_tab_is_dead_lettered_and_the_rest_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = std::fs::read_to_string(workspace().join("tests/fixtures/products.kv")).unwrap();
+    let mut lines: Vec<&str> = sample.lines().collect();
+    lines.insert(3, r#"{"id":99} {"payload":{"op":"c"}}"#);
+    let input = dir.path().join("events.kv");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    run(&config(dir.path(), &input, ""));
+    let (py, duck) = read(dir.path(), "public.products", "id,name,price,on_offer");
+    let expected = cdc_tests::products_final_rows();
+    assert_eq!(py, expected, "PyIceberg");
+    assert_eq!(duck, expected, "DuckDB");
+    let dead = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap();
+    let dead: Vec<Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(dead[0]["offset"], 3);
+    assert_eq!(dead[0]["reason"], "line 4: no TAB between key and value");
+    assert_eq!(
+        dead[1]["offset"], 10,
+        "the sample's own bad record, one line later"
+    );
 }
 
 /// `kill -9` at random moments during a long replay, restart each time: the final tables
@@ -206,7 +221,7 @@ fn kill_nine_at_random_moments_then_exactly_once() {
 
     for table in &tables {
         let (py, duck) = read(dir.path(), table, "id,name,price,qty,day");
-        let want = expected(&stream.model, table);
+        let want = table_rows(&stream.model, table);
         assert_eq!(py, want, "PyIceberg, {table}");
         assert_eq!(duck, want, "DuckDB, {table}");
     }
@@ -290,7 +305,7 @@ fn sigterm_commits_the_open_batch_and_a_restart_finishes() {
     run(&cfg);
     assert_eq!(snapshots(&cfg), 2);
     let (py, duck) = read(dir.path(), "public.orders", "id,name,price,qty,day");
-    let want = expected(&stream.model, "public.orders");
+    let want = table_rows(&stream.model, "public.orders");
     assert_eq!(py, want, "PyIceberg");
     assert_eq!(duck, want, "DuckDB");
 }

@@ -40,6 +40,7 @@ fn rows(dir: &Path) -> Option<Value> {
     let catalog = PyCatalog {
         uri: &uri,
         name: "cdc",
+        s3: None,
     };
     let out = Command::new(readers::python())
         .arg(workspace().join("tests/readers/read_table.py"))

@@ -13,7 +13,7 @@ import decimal
 import json
 
 import pyarrow as pa
-from pyiceberg.catalog.sql import SqlCatalog
+from catalog import add_catalog_args, open_catalog
 
 
 def convert(value, arrow_type):
@@ -30,12 +30,10 @@ def convert(value, arrow_type):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--catalog-uri", required=True)
-    parser.add_argument("--catalog-name", default="cdc")
-    parser.add_argument("--table", required=True)
+    add_catalog_args(parser)
     parser.add_argument("--rows", required=True)
     args = parser.parse_args()
-    table = SqlCatalog(args.catalog_name, uri=args.catalog_uri).load_table(args.table)
+    table = open_catalog(args).load_table(args.table)
     schema = table.schema().as_arrow()
     rows = json.loads(args.rows)
     columns = {

@@ -20,6 +20,8 @@ import pathlib
 import sys
 import uuid
 
+from catalog import add_catalog_args, duckdb_s3_secret, open_catalog
+
 
 def normalize(value):
     if value is None or isinstance(value, (bool, int, str)):
@@ -59,17 +61,12 @@ def extension(name):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--catalog-uri", required=True)
-    parser.add_argument("--catalog-name", default="cdc")
-    parser.add_argument("--table", required=True)
+    add_catalog_args(parser)
     parser.add_argument("--columns", required=True)
     args = parser.parse_args()
     columns = args.columns.split(",")
 
-    from pyiceberg.catalog.sql import SqlCatalog
-
-    catalog = SqlCatalog(args.catalog_name, uri=args.catalog_uri)
-    table = catalog.load_table(args.table)
+    table = open_catalog(args).load_table(args.table)
     arrow = table.scan(selected_fields=tuple(columns)).to_arrow()
     py_rows = [{c: normalize(r[c]) for c in columns} for r in arrow.to_pylist()]
 
@@ -78,6 +75,9 @@ def main():
     con = duckdb.connect(config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"})
     con.execute(f"LOAD '{extension('avro')}'")
     con.execute(f"LOAD '{extension('iceberg')}'")
+    if args.s3_endpoint:
+        con.execute(f"LOAD '{extension('httpfs')}'")
+        duckdb_s3_secret(con, args)
     location = table.metadata_location
     path = location[len("file://"):] if location.startswith("file://") else location
     quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)

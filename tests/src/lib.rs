@@ -101,6 +101,16 @@ pub mod stream {
     /// Rows by table (`schema.table`) and key, in the CDC record's normalized form.
     pub type Model = BTreeMap<String, BTreeMap<i64, Value>>;
 
+    /// One table of the model as rows, by key: what a reader must return.
+    pub fn table_rows(model: &Model, table: &str) -> Value {
+        Value::Array(
+            model
+                .get(table)
+                .map(|rows| rows.values().cloned().collect())
+                .unwrap_or_default(),
+        )
+    }
+
     pub struct Generated {
         pub lines: Vec<String>,
         pub model: Model,
@@ -240,6 +250,8 @@ pub mod readers {
         /// Our URI (`sqlite://…` or `postgres://…`).
         pub uri: &'a str,
         pub name: &'a str,
+        /// The S3 store of an `s3://` warehouse.
+        pub s3: Option<&'a crate::ceph::Ceph>,
     }
 
     /// PyIceberg names the same databases the SQLAlchemy way.
@@ -268,6 +280,7 @@ pub mod readers {
             .arg(workspace().join("tests/readers").join(script))
             .args(["--catalog-uri", &sqlalchemy_uri(catalog.uri)])
             .args(["--catalog-name", catalog.name, "--table", table])
+            .args(catalog.s3.map(|s3| s3.reader_args()).unwrap_or_default())
             .args(args)
             .output()
             .expect("run Python");
@@ -291,6 +304,17 @@ pub mod readers {
         serde_json::from_slice(&out).expect("the readers print JSON")
     }
 
+    /// [`read`], each reader's rows sorted by `id`: `(pyiceberg, duckdb)`.
+    pub fn read_by_id(catalog: &PyCatalog, table: &str, columns: &[&str]) -> (Value, Value) {
+        let v = read(catalog, table, columns);
+        let by_id = |rows: &Value| -> Value {
+            let mut rows = rows.as_array().cloned().unwrap_or_default();
+            rows.sort_by_key(|r| r["id"].as_i64());
+            Value::Array(rows)
+        };
+        (by_id(&v["pyiceberg"]), by_id(&v["duckdb"]))
+    }
+
     /// Appends rows with PyIceberg: a foreign writer.
     pub fn append(catalog: &PyCatalog, table: &str, rows: &Value) {
         run_script(
@@ -299,6 +323,96 @@ pub mod readers {
             table,
             &["--rows", &rows.to_string()],
         );
+    }
+}
+
+/// The single-node Ceph cluster (S3 through the RADOS Gateway) that `tests/ceph.sh` starts
+/// for `tests/run.sh`.
+pub mod ceph {
+    use std::process::Command;
+
+    #[derive(Debug, Clone)]
+    pub struct Ceph {
+        /// `http://127.0.0.1:7480`
+        pub endpoint: String,
+        /// `https://127.0.0.1:7443`, a certificate signed by `ca_file`.
+        pub tls_endpoint: String,
+        pub ca_file: String,
+        pub access_key: String,
+        pub secret_key: String,
+        script: String,
+    }
+
+    fn var(name: &str) -> String {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: `bash tests/run.sh` starts Ceph (tests/ceph.sh) and sets it")
+        })
+    }
+
+    impl Ceph {
+        pub fn from_env() -> Ceph {
+            Ceph {
+                endpoint: var("CDC_TEST_S3_ENDPOINT"),
+                tls_endpoint: var("CDC_TEST_S3_TLS_ENDPOINT"),
+                ca_file: var("CDC_TEST_S3_CA_FILE"),
+                access_key: var("CDC_TEST_S3_ACCESS_KEY"),
+                secret_key: var("CDC_TEST_S3_SECRET_KEY"),
+                script: var("CDC_TEST_CEPH_SCRIPT"),
+            }
+        }
+
+        fn script(&self, args: &[&str]) -> String {
+            let out = Command::new("bash")
+                .arg(&self.script)
+                .args(args)
+                .output()
+                .expect("run tests/ceph.sh");
+            assert!(
+                out.status.success(),
+                "tests/ceph.sh {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+
+        /// A new bucket with a name of this run's own.
+        pub fn new_bucket(&self, purpose: &str) -> String {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            let name = format!("{purpose}-{}-{nanos}", std::process::id());
+            self.script(&["make-bucket", &name]);
+            name
+        }
+
+        /// Every object key in a bucket.
+        pub fn keys(&self, bucket: &str) -> Vec<String> {
+            self.script(&["keys", bucket])
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+
+        pub fn stop_gateway(&self) {
+            self.script(&["rgw-stop"]);
+        }
+
+        pub fn start_gateway(&self) {
+            self.script(&["rgw-start"]);
+        }
+
+        /// The readers' options for this store.
+        pub fn reader_args(&self) -> Vec<String> {
+            vec![
+                "--s3-endpoint".into(),
+                self.endpoint.clone(),
+                "--s3-access-key".into(),
+                self.access_key.clone(),
+                "--s3-secret-key".into(),
+                self.secret_key.clone(),
+            ]
+        }
     }
 }
 

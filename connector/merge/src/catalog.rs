@@ -5,15 +5,14 @@
 //! our own compare-and-swap on `metadata_location`, because the crate offers no public way to
 //! commit the snapshots we build.
 
+use crate::storage::{S3Settings, Storage};
 use crate::MergeError;
-use iceberg::io::LocalFsStorageFactory;
 use iceberg::table::Table;
 use iceberg::{Catalog as _, CatalogBuilder as _, TableCreation, TableIdent};
 use iceberg_catalog_sql::{SqlCatalog, SqlCatalogBuilder};
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// Where the catalog and the warehouse are.
 #[derive(Debug, Clone)]
@@ -22,8 +21,10 @@ pub struct CatalogConfig {
     pub name: String,
     /// `sqlite:///path/catalog.db` or `postgres://user:pass@host/db`.
     pub uri: String,
-    /// Root location of new tables: `file:///path` (S3 in a later version).
+    /// Root location of new tables: `file:///path` or `s3://bucket/prefix`.
     pub warehouse: String,
+    /// The S3-compatible store of an `s3://` warehouse.
+    pub s3: S3Settings,
 }
 
 pub struct Catalog {
@@ -34,7 +35,11 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// Checks the warehouse's store (nothing is created when it is unusable), then opens the
+    /// catalog.
     pub async fn connect(config: &CatalogConfig) -> Result<Catalog, MergeError> {
+        let storage = Storage::new(&config.warehouse, &config.s3)?;
+        storage.check().await?;
         sqlx::any::install_default_drivers();
         let postgres = config.uri.starts_with("postgres");
         let uri = if config.uri.starts_with("sqlite:") && !config.uri.contains("mode=") {
@@ -43,7 +48,8 @@ impl Catalog {
         } else {
             config.uri.clone()
         };
-        let props = HashMap::from([
+        let mut props = storage.props().clone();
+        props.extend([
             ("uri".to_owned(), uri.clone()),
             ("warehouse".to_owned(), config.warehouse.clone()),
             (
@@ -52,7 +58,7 @@ impl Catalog {
             ),
         ]);
         let sql = SqlCatalogBuilder::default()
-            .with_storage_factory(Arc::new(LocalFsStorageFactory))
+            .with_storage_factory(storage.factory())
             .load(&config.name, props)
             .await
             .map_err(|e| {

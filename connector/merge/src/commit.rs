@@ -12,7 +12,7 @@ use iceberg::spec::{
 };
 use iceberg::table::Table;
 use iceberg::MetadataLocation;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
 
 /// A file that is live in the current snapshot, with what a manifest needs to carry or
@@ -77,6 +77,42 @@ pub async fn live_files(table: &Table) -> Result<Vec<LiveFile>, MergeError> {
                 sequence_number: entry.sequence_number().unwrap_or(0),
                 file_sequence_number: entry.file_sequence_number,
             });
+        }
+    }
+    Ok(out)
+}
+
+/// Every file the table's metadata reaches, over all its snapshots: manifest lists,
+/// manifests, data and delete files (live or kept for time travel), and the metadata files
+/// of the metadata log. What is under the table location and not here is an orphan.
+pub async fn referenced_files(table: &Table) -> Result<BTreeSet<String>, MergeError> {
+    let metadata = table.metadata();
+    let file_io = table.file_io();
+    let mut out = BTreeSet::new();
+    out.extend(table.metadata_location().map(str::to_owned));
+    out.extend(
+        metadata
+            .metadata_log()
+            .iter()
+            .map(|m| m.metadata_file.clone()),
+    );
+    let mut manifests_seen = BTreeSet::new();
+    for snapshot in metadata.snapshots() {
+        out.insert(snapshot.manifest_list().to_owned());
+        for manifest in manifest_list(file_io, metadata, snapshot.manifest_list()).await? {
+            if !manifests_seen.insert(manifest.manifest_path.clone()) {
+                continue;
+            }
+            out.insert(manifest.manifest_path.clone());
+            let m = manifest
+                .load_manifest(file_io)
+                .await
+                .map_err(err("reading a manifest"))?;
+            out.extend(
+                m.entries()
+                    .iter()
+                    .map(|e| e.data_file().file_path().to_owned()),
+            );
         }
     }
     Ok(out)
@@ -232,6 +268,7 @@ pub async fn commit(
             .metadata;
     let new_location = MetadataLocation::from_str(&base_location)
         .map_err(err("metadata location"))?
+        .with_next_version()
         .with_new_metadata(&new_metadata);
     new_metadata
         .write_to(file_io, &new_location)

@@ -13,9 +13,11 @@ pub mod files;
 pub mod key_index;
 pub mod plan;
 pub mod schema;
+pub mod storage;
 pub mod table;
 
 pub use catalog::{Catalog, CatalogConfig};
+pub use storage::{S3Settings, Storage};
 pub use table::{Applied, CdcTable, TableOptions};
 
 #[derive(Debug, thiserror::Error)]

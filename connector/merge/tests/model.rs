@@ -317,7 +317,25 @@ async fn run_model(config: &CatalogConfig, seed: u64, rounds: usize) {
         .metadata_log()
         .last()
         .map(|m| m.metadata_file.clone());
-    assert_eq!(Some(previous), last_logged);
+    assert_eq!(Some(previous.clone()), last_logged);
+    assert_ne!(
+        current, previous,
+        "a commit writes a metadata file of its own"
+    );
+    // every commit left its own metadata file, all still there (time travel, readers in flight)
+    let logged: std::collections::BTreeSet<&str> = metadata
+        .metadata_log()
+        .iter()
+        .map(|m| m.metadata_file.as_str())
+        .collect();
+    assert_eq!(logged.len(), snapshots);
+    assert!(!logged.contains(current.as_str()));
+    for file in logged {
+        assert!(
+            table.table().file_io().exists(file).await.unwrap(),
+            "{file} is gone"
+        );
+    }
 }
 
 /// A foreign commit between two batches (PyIceberg appends a row): our compare-and-swap loses,

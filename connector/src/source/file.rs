@@ -24,26 +24,35 @@ impl LineFormat {
     }
 }
 
-/// Splits one line into a record. A `key-value` line without a tab is refused with its
-/// line number: a silently keyless record would lose its primary key.
-pub fn parse_line(line: &[u8], offset: i64, format: LineFormat) -> Result<SourceRecord> {
+/// Splits one line into a record. A `key-value` line without a tab is a defect (the whole
+/// line goes to the dead letters): a silently keyless record would lose its primary key.
+pub fn parse_line(line: &[u8], offset: i64, format: LineFormat) -> SourceRecord {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let (key, value) = match format {
-        LineFormat::Value => (None, line),
+    let (key, value, defect) = match format {
+        LineFormat::Value => (None, line, None),
         LineFormat::KeyValue => match line.iter().position(|&b| b == b'\t') {
             Some(tab) => {
                 let key = &line[..tab];
-                ((!key.is_empty()).then(|| key.to_vec()), &line[tab + 1..])
+                (
+                    (!key.is_empty()).then(|| key.to_vec()),
+                    &line[tab + 1..],
+                    None,
+                )
             }
-            None => bail!("line {}: no TAB between key and value", offset + 1),
+            None => (
+                None,
+                line,
+                Some(format!("line {}: no TAB between key and value", offset + 1)),
+            ),
         },
     };
-    Ok(SourceRecord {
+    SourceRecord {
         partition: 0,
         offset,
         key,
         value: value.to_vec(),
-    })
+        defect,
+    }
 }
 
 /// Reads lines on demand.
@@ -96,7 +105,7 @@ impl FileSource {
                 break;
             }
             let body = line.strip_suffix(b"\n").unwrap_or(&line);
-            out.push(parse_line(body, self.next, self.format)?);
+            out.push(parse_line(body, self.next, self.format));
             self.next += 1;
         }
         Ok(out)
@@ -150,7 +159,8 @@ mod tests {
                 partition: 0,
                 offset: 1,
                 key: None,
-                value: vec![]
+                value: vec![],
+                defect: None,
             }
         );
         assert_eq!(recs[2].value, b"{\"b\":2}");
@@ -165,8 +175,18 @@ mod tests {
         assert_eq!(recs[0].key.as_deref(), Some(&b"{\"id\":1}"[..]));
         assert!(recs[0].value.is_empty(), "tombstone");
         assert_eq!(recs[1].key, None);
-        let err = all(b"{\"id\":1} {}\n", LineFormat::KeyValue, 0).unwrap_err();
-        assert!(err.to_string().contains("line 1: no TAB"), "{err}");
+        // a line without a TAB is handed on as a defect, with the lines after it
+        let recs = all(b"{\"id\":1} {}\nk\tv\n", LineFormat::KeyValue, 0).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(
+            recs[0].defect.as_deref(),
+            Some("line 1: no TAB between key and value")
+        );
+        assert_eq!(recs[0].value, b"{\"id\":1} {}");
+        assert_eq!(
+            (recs[1].defect.as_deref(), &recs[1].value[..]),
+            (None, &b"v"[..])
+        );
         assert!(all(text, LineFormat::KeyValue, 10).unwrap().is_empty());
     }
 }

@@ -261,6 +261,7 @@ async fn read_partition<S>(
                         offset: record.offset(),
                         key: record.key().map(<[u8]>::to_vec),
                         value: record.value().to_vec(),
+                        defect: None,
                     });
                     if buffer.len() < chunk {
                         continue;

@@ -12,4 +12,7 @@ pub struct SourceRecord {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
+    /// Why the source could not make a message of these bytes (`value` holds them as read):
+    /// the sink dead-letters it and goes on.
+    pub defect: Option<String>,
 }

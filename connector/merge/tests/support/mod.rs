@@ -13,6 +13,7 @@ pub fn sqlite_catalog(dir: &Path) -> CatalogConfig {
         name: "cdc".into(),
         uri: format!("sqlite://{}/catalog.db", dir.display()),
         warehouse: format!("file://{}/warehouse", dir.display()),
+        s3: Default::default(),
     }
 }
 
@@ -29,6 +30,7 @@ pub fn postgres_catalog(dir: &Path) -> CatalogConfig {
         name: format!("cdc_{}_{nanos}", std::process::id()),
         uri,
         warehouse: format!("file://{}/warehouse", dir.display()),
+        s3: Default::default(),
     }
 }
 
@@ -36,6 +38,7 @@ fn py(config: &CatalogConfig) -> PyCatalog<'_> {
     PyCatalog {
         uri: &config.uri,
         name: &config.name,
+        s3: None,
     }
 }
 

@@ -1,0 +1,42 @@
+"""What both reader scripts share: the catalog options and opening the catalog, with the S3
+settings of an s3:// warehouse (path-style addressing, as Ceph's gateway needs)."""
+
+from urllib.parse import urlparse
+
+
+def add_catalog_args(parser):
+    parser.add_argument("--catalog-uri", required=True)
+    parser.add_argument("--catalog-name", default="cdc")
+    parser.add_argument("--table", required=True)
+    parser.add_argument("--s3-endpoint")
+    parser.add_argument("--s3-access-key")
+    parser.add_argument("--s3-secret-key")
+    parser.add_argument("--s3-region", default="us-east-1")
+
+
+def open_catalog(args):
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    props = {"uri": args.catalog_uri}
+    if args.s3_endpoint:
+        props.update({
+            "s3.endpoint": args.s3_endpoint,
+            "s3.access-key-id": args.s3_access_key,
+            "s3.secret-access-key": args.s3_secret_key,
+            "s3.region": args.s3_region,
+            "s3.force-virtual-addressing": "false",
+        })
+    return SqlCatalog(args.catalog_name, **props)
+
+
+def duckdb_s3_secret(con, args):
+    """Points DuckDB's httpfs at the same store."""
+    if not args.s3_endpoint:
+        return
+    endpoint = urlparse(args.s3_endpoint)
+    con.execute(
+        "CREATE SECRET cdc_s3 (TYPE s3, KEY_ID ?, SECRET ?, REGION ?, ENDPOINT ?, "
+        "URL_STYLE 'path', USE_SSL ?)",
+        [args.s3_access_key, args.s3_secret_key, args.s3_region, endpoint.netloc,
+         endpoint.scheme == "https"],
+    )
