@@ -73,6 +73,15 @@ fn read(dir: &Path, table: &str, columns: &str) -> (Value, Value) {
     readers::read_by_id(&catalog, table, &columns)
 }
 
+/// The dead-letter file's entries.
+fn dead_letters(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("dead-letter.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn snapshots(config: &Path) -> usize {
     let out = connector(config)
         .arg("inspect")
@@ -101,11 +110,7 @@ fn sample_products_land_in_iceberg_and_the_bad_record_in_the_dead_letter_file() 
     let expected = cdc_tests::products_final_rows();
     assert_eq!(py, expected, "PyIceberg");
     assert_eq!(duck, expected, "DuckDB");
-    let dead = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap();
-    let dead: Vec<Value> = dead
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let dead = dead_letters(dir.path());
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["offset"], 9);
     assert!(dead[0]["reason"]
@@ -147,11 +152,7 @@ fn a_line_without_a_tab_is_dead_lettered_and_the_rest_flows() {
     let expected = cdc_tests::products_final_rows();
     assert_eq!(py, expected, "PyIceberg");
     assert_eq!(duck, expected, "DuckDB");
-    let dead = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap();
-    let dead: Vec<Value> = dead
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let dead = dead_letters(dir.path());
     assert_eq!(dead.len(), 2, "{dead:?}");
     assert_eq!(dead[0]["offset"], 3);
     assert_eq!(dead[0]["reason"], "line 4: no TAB between key and value");
@@ -226,14 +227,9 @@ fn kill_nine_at_random_moments_then_exactly_once() {
         assert_eq!(duck, want, "DuckDB, {table}");
     }
     // every bad message is in the dead-letter file (a replay may have written one twice)
-    let dead = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap();
-    let mut offsets: Vec<i64> = dead
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["offset"]
-                .as_i64()
-                .unwrap()
-        })
+    let mut offsets: Vec<i64> = dead_letters(dir.path())
+        .iter()
+        .map(|d| d["offset"].as_i64().unwrap())
         .collect();
     offsets.sort_unstable();
     offsets.dedup();
