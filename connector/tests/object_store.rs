@@ -168,7 +168,12 @@ fn products_land_on_ceph_and_both_readers_agree() {
     let ceph = Ceph::from_env();
     let bucket = ceph.new_bucket("products");
     let dir = tempfile::tempdir().unwrap();
-    let input = workspace().join("tests/fixtures/products.kv");
+    // the first half of the sample, then (a restart: the key index is rebuilt from the
+    // Parquet files on Ceph) the whole of it, whose updates and delete hit the first half's rows
+    let sample = std::fs::read_to_string(workspace().join("tests/fixtures/products.kv")).unwrap();
+    let lines: Vec<&str> = sample.lines().collect();
+    let input = dir.path().join("products.kv");
+    std::fs::write(&input, lines[..6].join("\n") + "\n").unwrap();
     let warehouse = format!("s3://{bucket}/lake");
     let cfg = config(&Setup {
         dir: dir.path(),
@@ -177,11 +182,14 @@ fn products_land_on_ceph_and_both_readers_agree() {
         storage: plain_storage(&ceph),
         extra: "  batch:\n    max-records: 4\n",
     });
-    succeed(
-        connector(&cfg, &ceph.access_key, &ceph.secret_key)
-            .output()
-            .unwrap(),
-    );
+    for part in [&lines[..6], &lines[..]] {
+        std::fs::write(&input, part.join("\n") + "\n").unwrap();
+        succeed(
+            connector(&cfg, &ceph.access_key, &ceph.secret_key)
+                .output()
+                .unwrap(),
+        );
+    }
 
     let (py, duck) = read(
         &ceph,
@@ -262,6 +270,124 @@ fn https_endpoint_with_a_private_ca() {
     assert_eq!(duck, cdc_tests::products_final_rows(), "DuckDB");
 }
 
+/// A connector reading stdin, its log collected.
+struct StdinRun {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    log: Option<std::thread::JoinHandle<String>>,
+}
+
+impl StdinRun {
+    fn start(cfg: &Path, ceph: &Ceph) -> StdinRun {
+        let mut child = connector(cfg, &ceph.access_key, &ceph.secret_key)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::thread::spawn(move || {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::BufReader::new(stderr), &mut text).ok();
+            text
+        });
+        let stdin = child.stdin.take();
+        StdinRun {
+            child,
+            stdin,
+            log: Some(log),
+        }
+    }
+
+    /// Writes lines to the connector's stdin; a connector that has exited (the retry
+    /// budget test) just takes nothing more.
+    fn feed(&mut self, lines: &[String]) {
+        use std::io::Write;
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = stdin
+                .write_all((lines.join("\n") + "\n").as_bytes())
+                .and_then(|()| stdin.flush());
+        }
+    }
+
+    /// Waits until the warehouse holds `n` commits (metadata files), the connector running.
+    fn wait_for_commits(&mut self, ceph: &Ceph, bucket: &str, n: usize) {
+        let started = Instant::now();
+        loop {
+            let commits = ceph
+                .keys(bucket)
+                .iter()
+                .filter(|k| k.ends_with(".metadata.json"))
+                .count();
+            if commits >= n {
+                return;
+            }
+            let stopped = self.child.try_wait().unwrap();
+            if stopped.is_some() || started.elapsed() > Duration::from_secs(120) {
+                let _ = self.child.kill();
+                let (_, log) = self.stop();
+                panic!("fewer than {n} commits ({stopped:?}): {log}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Closes stdin and waits for the exit.
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> (std::process::ExitStatus, String) {
+        drop(self.stdin.take());
+        let status = self.child.wait().unwrap();
+        let log = self.log.take().map(|h| h.join().unwrap());
+        (status, log.unwrap_or_default())
+    }
+}
+
+/// The outage tests' stream: two tables, bad records among the events.
+fn outage_stream() -> (Vec<String>, cdc_tests::stream::Generated) {
+    let tables = vec!["public.orders".to_owned(), "sales.refunds".to_owned()];
+    let stream = generate(&Spec {
+        events: 12_000,
+        keys: 800,
+        tables: tables.clone(),
+        seed: 77,
+        bad_every: Some(1499),
+    });
+    (tables, stream)
+}
+
+/// Every table equals the model for both readers, and every file of every snapshot exists.
+fn check_tables(
+    ceph: &Ceph,
+    dir: &Path,
+    warehouse: &str,
+    tables: &[String],
+    stream: &cdc_tests::stream::Generated,
+) {
+    for table in tables {
+        let (py, duck) = read(ceph, dir, table, "id,name,price,qty,day");
+        let want = table_rows(&stream.model, table);
+        assert_eq!(py, want, "PyIceberg, {table}");
+        assert_eq!(duck, want, "DuckDB, {table}");
+        check_snapshots_complete(&catalog_config(ceph, dir, warehouse), table);
+    }
+    let mut dead: Vec<i64> = std::fs::read_to_string(dir.join("dead-letter.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["offset"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    dead.sort_unstable();
+    dead.dedup();
+    let bad: Vec<i64> = stream.bad.iter().map(|&b| b as i64).collect();
+    assert_eq!(dead, bad);
+}
+
 /// The gateway stops for 20 s in the middle of a run: the connector retries with backoff,
 /// the run completes, every table equals the model (nothing lost, nothing applied twice),
 /// and no snapshot references a missing file.
@@ -271,14 +397,7 @@ fn gateway_down_for_twenty_seconds_mid_run() {
     let ceph = Ceph::from_env();
     let bucket = ceph.new_bucket("outage");
     let dir = tempfile::tempdir().unwrap();
-    let tables = vec!["public.orders".to_owned(), "sales.refunds".to_owned()];
-    let stream = generate(&Spec {
-        events: 12_000,
-        keys: 800,
-        tables: tables.clone(),
-        seed: 77,
-        bad_every: Some(1499),
-    });
+    let (tables, stream) = outage_stream();
     let warehouse = format!("s3://{bucket}/lake");
     // events arrive on stdin: a third before the outage, a third during it, a third after
     let cfg = config(&Setup {
@@ -291,74 +410,69 @@ fn gateway_down_for_twenty_seconds_mid_run() {
         extra:
             "  batch:\n    max-records: 150\n  retries:\n    attempts: 7\n    backoff-ms: 1000\n",
     });
-    let mut child = connector(&cfg, &ceph.access_key, &ceph.secret_key)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::BufReader::new(stderr), &mut text).ok();
-        text
-    });
-    let mut stdin = child.stdin.take().unwrap();
+    let mut run = StdinRun::start(&cfg, &ceph);
     let third = stream.lines.len() / 3;
-    let mut feed = |lines: &[String]| {
-        use std::io::Write;
-        stdin
-            .write_all((lines.join("\n") + "\n").as_bytes())
-            .unwrap();
-        stdin.flush().unwrap();
-    };
-    feed(&stream.lines[..third]);
-
-    // wait for a few commits, then take the gateway away while events keep coming
-    let started = Instant::now();
-    loop {
-        let commits = ceph
-            .keys(&bucket)
-            .iter()
-            .filter(|k| k.ends_with(".metadata.json"))
-            .count();
-        if commits >= 4 {
-            break;
-        }
-        let stopped = child.try_wait().unwrap();
-        if stopped.is_some() || started.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            let _ = child.wait();
-            let log = log.join().unwrap();
-            panic!("no commits before the outage ({stopped:?}): {log}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    ceph.stop_gateway();
-    feed(&stream.lines[third..2 * third]);
+    run.feed(&stream.lines[..third]);
+    run.wait_for_commits(&ceph, &bucket, 4);
+    let outage = ceph.outage();
+    run.feed(&stream.lines[third..2 * third]);
     std::thread::sleep(Duration::from_secs(20));
-    let during = child.try_wait().unwrap();
-    ceph.start_gateway();
+    let during = run.child.try_wait().unwrap();
+    outage.end();
     assert!(during.is_none(), "the connector gave up during the outage");
-    feed(&stream.lines[2 * third..]);
-    drop(stdin);
-    let status = child.wait().unwrap();
-    let log = log.join().unwrap();
+    run.feed(&stream.lines[2 * third..]);
+    let (status, log) = run.finish();
     assert!(status.success(), "connector failed after the outage: {log}");
     assert!(
         log.contains("retrying"),
         "the outage never hit a commit: {log}"
     );
+    check_tables(&ceph, dir.path(), &warehouse, &tables, &stream);
+}
 
-    for table in &tables {
-        let (py, duck) = read(&ceph, dir.path(), table, "id,name,price,qty,day");
-        let want = table_rows(&stream.model, table);
-        assert_eq!(py, want, "PyIceberg, {table}");
-        assert_eq!(duck, want, "DuckDB, {table}");
-        check_snapshots_complete(&catalog_config(&ceph, dir.path(), &warehouse), table);
-    }
-    let dead = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap();
-    assert_eq!(dead.lines().count(), stream.bad.len());
+/// The store stays down longer than the retry budget: the connector exits non-zero without
+/// moving past what is durable, and a restart (the store back) finishes the work exactly once.
+#[test]
+fn store_down_past_the_retry_budget_then_a_restart_finishes() {
+    let _serial = serial();
+    let ceph = Ceph::from_env();
+    let bucket = ceph.new_bucket("budget");
+    let dir = tempfile::tempdir().unwrap();
+    let (tables, stream) = outage_stream();
+    let warehouse = format!("s3://{bucket}/lake");
+    let setup = |input: &Path| {
+        config(&Setup {
+            dir: dir.path(),
+            input,
+            warehouse: warehouse.clone(),
+            storage: plain_storage(&ceph),
+            extra:
+                "  batch:\n    max-records: 150\n  retries:\n    attempts: 2\n    backoff-ms: 200\n",
+        })
+    };
+    let mut run = StdinRun::start(&setup(Path::new("-")), &ceph);
+    let half = stream.lines.len() / 2;
+    run.feed(&stream.lines[..half]);
+    run.wait_for_commits(&ceph, &bucket, 4);
+    let outage = ceph.outage();
+    run.feed(&stream.lines[half..]);
+    let (status, log) = run.finish();
+    outage.end();
+    assert!(
+        !status.success(),
+        "the connector outlived its retry budget: {log}"
+    );
+    assert!(log.contains("failed 2 times"), "{log}");
+
+    // the restart reads the whole stream from a file and resumes where the tables are
+    let input = dir.path().join("events.kv");
+    std::fs::write(&input, stream.lines.join("\n") + "\n").unwrap();
+    succeed(
+        connector(&setup(&input), &ceph.access_key, &ceph.secret_key)
+            .output()
+            .unwrap(),
+    );
+    check_tables(&ceph, dir.path(), &warehouse, &tables, &stream);
 }
 
 struct Refused<'a> {

@@ -343,6 +343,26 @@ pub mod ceph {
         script: String,
     }
 
+    /// The gateway is down while this lives.
+    pub struct Outage<'a>(&'a Ceph);
+
+    impl Outage<'_> {
+        /// Starts the gateway again (and waits until it serves).
+        pub fn end(self) {
+            self.0.script(&["rgw-start"]);
+        }
+    }
+
+    impl Drop for Outage<'_> {
+        fn drop(&mut self) {
+            // idempotent after `end`; never panics (this may run while a test unwinds)
+            let _ = Command::new("bash")
+                .arg(&self.0.script)
+                .arg("rgw-start")
+                .status();
+        }
+    }
+
     fn var(name: &str) -> String {
         std::env::var(name).unwrap_or_else(|_| {
             panic!("{name} is not set: `bash tests/run.sh` starts Ceph (tests/ceph.sh) and sets it")
@@ -394,12 +414,10 @@ pub mod ceph {
                 .collect()
         }
 
-        pub fn stop_gateway(&self) {
+        /// Stops the S3 gateway until the returned guard ends (or drops, on a panic too).
+        pub fn outage(&self) -> Outage<'_> {
             self.script(&["rgw-stop"]);
-        }
-
-        pub fn start_gateway(&self) {
-            self.script(&["rgw-start"]);
+            Outage(self)
         }
 
         /// The readers' options for this store.
