@@ -1,6 +1,7 @@
 //! Open batches, one per table, and when each is due: by record count, bytes or age (the
 //! commit interval), whichever comes first. Pure bookkeeping; the sink does the I/O.
 
+use crate::source::Partition;
 use debezium_cdc::record::ChangeRecord;
 use iceberg::TableIdent;
 use std::collections::{BTreeMap, HashMap};
@@ -20,7 +21,7 @@ pub struct OpenBatch {
     pub bytes: u64,
     pub opened: Instant,
     /// partition -> (first offset, last offset) of the records in this batch.
-    pub span: BTreeMap<u32, (i64, i64)>,
+    pub span: BTreeMap<Partition, (i64, i64)>,
 }
 
 impl OpenBatch {
@@ -44,7 +45,7 @@ impl Batches {
         &mut self,
         table: TableIdent,
         record: ChangeRecord,
-        partition: u32,
+        partition: &Partition,
         offset: i64,
         bytes: u64,
         now: Instant,
@@ -55,7 +56,10 @@ impl Batches {
             .or_insert_with(|| OpenBatch::new(now));
         batch.records.push(record);
         batch.bytes += bytes;
-        let span = batch.span.entry(partition).or_insert((offset, offset));
+        let span = batch
+            .span
+            .entry(partition.clone())
+            .or_insert((offset, offset));
         span.1 = span.1.max(offset);
         span.0 = span.0.min(offset);
     }
@@ -102,15 +106,15 @@ impl Batches {
     pub fn low_watermark(
         &self,
         committing: Option<&TableIdent>,
-        next_read: &BTreeMap<u32, i64>,
-    ) -> BTreeMap<u32, i64> {
+        next_read: &BTreeMap<Partition, i64>,
+    ) -> BTreeMap<Partition, i64> {
         let mut out = next_read.clone();
         for (table, batch) in &self.open {
             if Some(table) == committing {
                 continue;
             }
             for (partition, (first, _)) in &batch.span {
-                let w = out.entry(*partition).or_insert(*first);
+                let w = out.entry(partition.clone()).or_insert(*first);
                 *w = (*w).min(*first);
             }
         }
@@ -121,6 +125,10 @@ impl Batches {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn p0() -> Partition {
+        Partition::fluvio(0)
+    }
     use debezium_cdc::record::{Op, Position, SourceTable, CONTRACT_VERSION};
 
     fn rec() -> ChangeRecord {
@@ -152,12 +160,12 @@ mod tests {
             interval: Duration::from_secs(1),
         };
         let mut b = Batches::default();
-        b.push(t("a"), rec(), 0, 1, 10, now);
-        b.push(t("b"), rec(), 0, 2, 200, now);
+        b.push(t("a"), rec(), &p0(), 1, 10, now);
+        b.push(t("b"), rec(), &p0(), 2, 200, now);
         assert_eq!(b.due(&limits, now), vec![t("b")]);
-        b.push(t("a"), rec(), 0, 3, 10, now);
+        b.push(t("a"), rec(), &p0(), 3, 10, now);
         assert_eq!(b.due(&limits, now), vec![t("a"), t("b")]);
-        b.push(t("c"), rec(), 0, 4, 1, now);
+        b.push(t("c"), rec(), &p0(), 4, 1, now);
         assert!(b
             .due(&limits, now + Duration::from_secs(2))
             .contains(&t("c")));
@@ -168,24 +176,24 @@ mod tests {
     fn low_watermark_is_the_oldest_other_open_record() {
         let now = Instant::now();
         let mut b = Batches::default();
-        b.push(t("a"), rec(), 0, 5, 1, now);
-        b.push(t("b"), rec(), 0, 7, 1, now);
-        b.push(t("a"), rec(), 0, 9, 1, now);
-        let next = BTreeMap::from([(0, 10)]);
+        b.push(t("a"), rec(), &p0(), 5, 1, now);
+        b.push(t("b"), rec(), &p0(), 7, 1, now);
+        b.push(t("a"), rec(), &p0(), 9, 1, now);
+        let next = BTreeMap::from([(p0(), 10)]);
         assert_eq!(
             b.low_watermark(Some(&t("a")), &next),
-            BTreeMap::from([(0, 7)])
+            BTreeMap::from([(p0(), 7)])
         );
         assert_eq!(
             b.low_watermark(Some(&t("b")), &next),
-            BTreeMap::from([(0, 5)])
+            BTreeMap::from([(p0(), 5)])
         );
-        assert_eq!(b.low_watermark(None, &next), BTreeMap::from([(0, 5)]));
+        assert_eq!(b.low_watermark(None, &next), BTreeMap::from([(p0(), 5)]));
         b.take(&t("b"));
         assert_eq!(
             b.low_watermark(Some(&t("a")), &next),
-            BTreeMap::from([(0, 10)])
+            BTreeMap::from([(p0(), 10)])
         );
-        assert_eq!(b.take(&t("a")).unwrap().span[&0], (5, 9));
+        assert_eq!(b.take(&t("a")).unwrap().span[&p0()], (5, 9));
     }
 }

@@ -269,6 +269,78 @@ pub struct SourceConfig {
     /// For `file`: `value` or `key-value`.
     #[serde(default)]
     pub format: Option<String>,
+    /// For `kafka`.
+    #[serde(default)]
+    pub kafka: Option<KafkaSection>,
+}
+
+/// The direct Kafka source.
+#[derive(Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct KafkaSection {
+    /// `host:port,…`; left out, the old job's `BOOTSTRAP_SERVER_URL`.
+    #[serde(default)]
+    pub bootstrap_servers: Option<String>,
+    /// The consumer group; left out, `meta.consumer.id`, else `meta.name`. (The old job's
+    /// was `spark-iceberg-consumer`.)
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Topics by name (Debezium writes one per table).
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// And/or by regular expression, e.g. `shop\.public\..*`.
+    #[serde(default)]
+    pub topic_pattern: Option<String>,
+    /// Where a partition the tables know nothing of starts: `latest` (the old job's
+    /// default) or `earliest`.
+    #[serde(default = "default_offset_reset")]
+    pub auto_offset_reset: String,
+    /// librdkafka settings passed through: TLS, SASL, timeouts (`security.protocol`,
+    /// `sasl.password: ${{ secrets.KAFKA_PASSWORD }}`, …).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+fn default_offset_reset() -> String {
+    "latest".into()
+}
+
+impl std::fmt::Debug for KafkaSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options: BTreeMap<&str, &str> = self
+            .options
+            .iter()
+            .map(|(k, v)| {
+                let secret = ["password", "secret", "key", "token"]
+                    .iter()
+                    .any(|s| k.contains(s));
+                (k.as_str(), if secret { "***" } else { v.as_str() })
+            })
+            .collect();
+        f.debug_struct("KafkaSection")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("topics", &self.topics)
+            .field("topic_pattern", &self.topic_pattern)
+            .field("auto_offset_reset", &self.auto_offset_reset)
+            .field("options", &options)
+            .finish()
+    }
+}
+
+impl KafkaSection {
+    /// What to subscribe to: the topics, and the pattern as librdkafka's `^regex`.
+    pub fn subscription(&self) -> Vec<String> {
+        let mut out = self.topics.clone();
+        if let Some(p) = &self.topic_pattern {
+            out.push(if p.starts_with('^') {
+                p.clone()
+            } else {
+                format!("^{p}")
+            });
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -277,6 +349,7 @@ pub enum SourceKind {
     #[default]
     Fluvio,
     File,
+    Kafka,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -594,6 +667,18 @@ fn declared_secrets(text: &str) -> Result<Vec<String>> {
 }
 
 impl ConnectorConfig {
+    /// The consumer group (Kafka) or consumer id (Fluvio): `iceberg.source.kafka.group-id`,
+    /// else `meta.consumer.id`, else `meta.name`.
+    pub fn consumer_group(&self) -> String {
+        self.iceberg
+            .source
+            .kafka
+            .as_ref()
+            .and_then(|k| k.group_id.clone())
+            .or_else(|| self.meta.consumer.as_ref().and_then(|c| c.id.clone()))
+            .unwrap_or_else(|| self.meta.name.clone())
+    }
+
     pub fn offset(&self) -> Option<&OffsetConfig> {
         self.meta.consumer.as_ref().and_then(|c| c.offset.as_ref())
     }
@@ -630,6 +715,19 @@ impl ConnectorConfig {
         let rendered = render_secrets(text, &declared, secrets)?;
         let mut config: ConnectorConfig =
             serde_yaml::from_str(&rendered).map_err(|e| anyhow!("config: {e}"))?;
+        if config.iceberg.source.kind == SourceKind::Kafka {
+            let kafka = config
+                .iceberg
+                .source
+                .kafka
+                .get_or_insert_with(Default::default);
+            if kafka.bootstrap_servers.is_none() {
+                kafka.bootstrap_servers = secrets
+                    .get("BOOTSTRAP_SERVER_URL")
+                    .or_else(|| std::env::var("BOOTSTRAP_SERVER_URL").ok())
+                    .filter(|v| !v.trim().is_empty());
+            }
+        }
         if config.iceberg.catalog.warehouse.starts_with("s3") {
             config.iceberg.storage = config.iceberg.storage.with_fallbacks(secrets);
         }
@@ -677,13 +775,33 @@ impl ConnectorConfig {
                 bail!("meta.consumer.offset.strategy `{strategy}` is not manual, auto or none");
             }
         }
-        if self.iceberg.source.kind == SourceKind::File {
+        if self.iceberg.source.kind != SourceKind::Fluvio {
             if let Some(step) = self.transforms.iter().find(|t| t.lookback.is_some()) {
                 bail!(
-                    "transforms: `{}` asks for lookback, which the file source cannot provide",
+                    "transforms: `{}` asks for lookback, which only the fluvio source provides",
                     step.uses
                 );
             }
+        }
+        if let Some(k) = &self.iceberg.source.kafka {
+            if self.iceberg.source.kind != SourceKind::Kafka {
+                bail!("iceberg.source.kafka is set but source.type is not kafka");
+            }
+            if k.bootstrap_servers.is_none() {
+                bail!(
+                    "iceberg.source.kafka.bootstrap-servers is required (or BOOTSTRAP_SERVER_URL)"
+                );
+            }
+            if k.topics.is_empty() && k.topic_pattern.is_none() {
+                bail!("iceberg.source.kafka: give topics or topic-pattern");
+            }
+            if !["earliest", "latest"].contains(&k.auto_offset_reset.as_str()) {
+                bail!(
+                    "iceberg.source.kafka.auto-offset-reset `{}` is not earliest or latest",
+                    k.auto_offset_reset
+                );
+            }
+            crate::source::kafka::client_config(k, &self.consumer_group())?;
         }
         let b = &self.iceberg.batch;
         if b.max_records == 0 || b.max_bytes.0 == 0 || b.interval_ms == 0 {
@@ -826,6 +944,63 @@ iceberg:
         // a local warehouse takes nothing from the S3 variables
         let c = ConnectorConfig::parse(MINIMAL, &with_secret).unwrap();
         assert_eq!(c.catalog_config().s3, Default::default());
+    }
+
+    #[test]
+    fn kafka_source_settings() {
+        let base = MINIMAL.replace(
+            "iceberg:\n",
+            "iceberg:\n  source:\n    type: kafka\n    kafka:\n      topics: [shop.public.products]\n",
+        );
+        let store = |pairs: &[(&str, &str)]| Secrets {
+            file: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+        };
+        // the old job's variable gives the brokers
+        let c =
+            ConnectorConfig::parse(&base, &store(&[("BOOTSTRAP_SERVER_URL", "k1:9092")])).unwrap();
+        let k = c.iceberg.source.kafka.as_ref().unwrap();
+        assert_eq!(k.bootstrap_servers.as_deref(), Some("k1:9092"));
+        assert_eq!(k.auto_offset_reset, "latest");
+        assert_eq!(c.consumer_group(), "pg-to-iceberg");
+        for (text, says) in [
+            (base.clone(), "BOOTSTRAP_SERVER_URL"),
+            (
+                base.replace(
+                    "      topics: [shop.public.products]\n",
+                    "      bootstrap-servers: k:1\n",
+                ),
+                "topics or topic-pattern",
+            ),
+            (
+                base.replace(
+                    "      topics:",
+                    "      bootstrap-servers: k:1\n      auto-offset-reset: middle\n      topics:",
+                ),
+                "auto-offset-reset `middle`",
+            ),
+            (
+                base.replace("type: kafka", "type: file\n    path: x"),
+                "source.type is not kafka",
+            ),
+            (
+                base.replace(
+                    "      topics:",
+                    "      bootstrap-servers: k:1\n      group: g\n      topics:",
+                ),
+                "unknown field `group`",
+            ),
+        ] {
+            let e = format!(
+                "{:#}",
+                ConnectorConfig::parse(&text, &store(&[])).unwrap_err()
+            );
+            assert!(e.contains(says), "{says}: {e}");
+        }
     }
 
     #[test]
@@ -1051,6 +1226,21 @@ iceberg:
         assert_eq!(c.iceberg.tables.target_file_size, Some(ByteSize(128 << 20)));
         let s3 = c.catalog_config().s3;
         assert_eq!(s3.secret_key.as_deref(), Some("secret"));
+        let mut with_kafka = secrets;
+        if let Some(map) = with_kafka.file.as_mut() {
+            map.insert("KAFKA_PASSWORD".into(), "pw".into());
+        }
+        let k = ConnectorConfig::load(&root.join("connector/Connector.kafka.yaml"), &with_kafka)
+            .unwrap();
+        assert_eq!(k.iceberg.source.kind, SourceKind::Kafka);
+        assert_eq!(k.consumer_group(), "spark-iceberg-consumer");
+        let section = k.iceberg.source.kafka.as_ref().unwrap();
+        assert_eq!(
+            section.subscription(),
+            vec![r"^shop\.public\..*".to_owned()]
+        );
+        assert_eq!(section.options["sasl.password"], "pw");
+        assert!(!format!("{section:?}").contains("pw\""));
         assert_eq!(
             s3.endpoint.as_deref(),
             Some("http://ceph-rgw.internal:7480")

@@ -2,6 +2,7 @@
 //! sink cannot write, each with its partition, offset, reason and original bytes. Written and
 //! flushed before the commit that moves past them, so nothing is lost.
 
+use crate::source::Partition;
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::io::Write;
@@ -56,7 +57,7 @@ impl DeadLetter {
     /// Records one dead letter. Without a destination it is logged, with its reason.
     pub async fn send(
         &mut self,
-        partition: u32,
+        partition: &Partition,
         offset: i64,
         reason: &str,
         record: &[u8],
@@ -66,8 +67,16 @@ impl DeadLetter {
             Ok(text) => serde_json::from_str(text).unwrap_or_else(|_| json!(text)),
             Err(_) => json!(format!("{record:?}")),
         };
-        let line =
-            json!({"partition": partition, "offset": offset, "reason": reason, "record": original});
+        let mut line = json!({"offset": offset, "reason": reason, "record": original});
+        // a Fluvio partition by number, a Kafka one as topic and number
+        match (partition.fluvio_number(), partition.kafka_parts()) {
+            (Some(n), _) => line["partition"] = json!(n),
+            (None, Some((topic, n))) => {
+                line["topic"] = json!(topic);
+                line["partition"] = json!(n);
+            }
+            (None, None) => line["partition"] = json!(partition.as_str()),
+        }
         match (&mut self.file, &self.topic) {
             (Some((path, f)), _) => {
                 writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
@@ -79,7 +88,7 @@ impl DeadLetter {
                     .with_context(|| format!("sending to dead-letter topic `{topic}`"))?;
             }
             (None, None) => tracing::warn!(
-                partition,
+                %partition,
                 offset,
                 reason,
                 "dead letter (no dead-letter destination configured)"

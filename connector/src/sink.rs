@@ -11,7 +11,9 @@ use crate::config::{parse_partition_by, ConnectorConfig, OffsetStart, SourceKind
 use crate::dead_letter::DeadLetter;
 use crate::router::route;
 use crate::source::file::{FileSource, LineFormat};
-use crate::source::SourceRecord;
+use crate::source::fluvio::OffsetMirror;
+use crate::source::kafka::{KafkaHandle, Revocation};
+use crate::source::{Partition, SourceRecord};
 use crate::transform::{Chain, Step};
 use anyhow::{anyhow, bail, Context, Result};
 use debezium_cdc::record::{CdcRecord, Op};
@@ -73,7 +75,7 @@ impl std::fmt::Display for Stats {
 struct TableState {
     table: CdcTable,
     /// partition -> next offset this table already holds.
-    committed: BTreeMap<u32, i64>,
+    committed: BTreeMap<Partition, i64>,
 }
 
 pub struct Sink {
@@ -84,17 +86,74 @@ pub struct Sink {
     batches: Batches,
     limits: Limits,
     dead: DeadLetter,
-    next_read: BTreeMap<u32, i64>,
+    next_read: BTreeMap<Partition, i64>,
     pub stats: Stats,
 }
 
-fn offsets_json(offsets: &BTreeMap<u32, i64>) -> String {
-    serde_json::to_string(offsets).unwrap_or_else(|_| "{}".into())
+/// Offsets by partition name: `{"0":13}` (Fluvio, a file), `{"shop.public.orders/2":881}`
+/// (Kafka).
+fn offsets_json(offsets: &BTreeMap<Partition, i64>) -> String {
+    let named: BTreeMap<&str, i64> = offsets.iter().map(|(p, o)| (p.as_str(), *o)).collect();
+    serde_json::to_string(&named).unwrap_or_else(|_| "{}".into())
 }
 
-fn parse_offsets(text: Option<&String>) -> BTreeMap<u32, i64> {
-    text.and_then(|t| serde_json::from_str(t).ok())
+fn parse_offsets(text: Option<&String>) -> BTreeMap<Partition, i64> {
+    text.and_then(|t| serde_json::from_str::<BTreeMap<String, i64>>(t).ok())
         .unwrap_or_default()
+        .into_iter()
+        .map(|(p, o)| (Partition::named(&p), o))
+        .collect()
+}
+
+/// Where progress goes besides the tables: the source's own offsets, for monitoring.
+enum Progress {
+    None,
+    Fluvio(OffsetMirror),
+    Kafka(KafkaHandle),
+}
+
+impl Progress {
+    fn durable(&self, watermarks: &BTreeMap<Partition, i64>) {
+        match self {
+            Progress::None => {}
+            Progress::Fluvio(m) => m.durable(watermarks),
+            Progress::Kafka(k) => k.durable(watermarks),
+        }
+    }
+
+    async fn high_watermarks(&self) -> Option<BTreeMap<Partition, i64>> {
+        match self {
+            Progress::Fluvio(m) => {
+                tokio::time::timeout(Duration::from_secs(2), m.high_watermarks())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            _ => None,
+        }
+    }
+
+    async fn close(self, next_read: &BTreeMap<Partition, i64>) {
+        match self {
+            Progress::None => {}
+            Progress::Fluvio(m) => {
+                m.durable(next_read);
+                m.settle(Duration::from_secs(10)).await;
+            }
+            Progress::Kafka(k) => {
+                k.durable(next_read);
+                let _ = tokio::task::spawn_blocking(move || k.close()).await;
+            }
+        }
+    }
+
+    /// The next revocation of partitions (Kafka rebalances); never, for other sources.
+    async fn revoked(&mut self) -> Option<Revocation> {
+        match self {
+            Progress::Kafka(k) => k.revocations.recv().await,
+            _ => std::future::pending().await,
+        }
+    }
 }
 
 impl Sink {
@@ -173,7 +232,7 @@ impl Sink {
     }
 
     /// Where each partition resumes.
-    pub fn resume_positions(&self) -> &BTreeMap<u32, i64> {
+    pub fn resume_positions(&self) -> &BTreeMap<Partition, i64> {
         &self.next_read
     }
 
@@ -206,12 +265,13 @@ impl Sink {
 
     /// Runs until the source ends or `stop` turns true; then commits what is open.
     pub async fn run(&mut self, mut stop: watch::Receiver<bool>) -> Result<()> {
-        let (mut chunks, mut chain, mirror) = match self.config.iceberg.source.kind {
+        let (mut chunks, mut chain, mut progress) = match self.config.iceberg.source.kind {
             SourceKind::File => {
                 let source_cfg = &self.config.iceberg.source;
                 let path = source_cfg.path.clone().unwrap_or_default();
                 let format = LineFormat::parse(source_cfg.format.as_deref().unwrap_or("value"))?;
-                let start = match self.next_read.get(&0) {
+                let only = Partition::fluvio(0);
+                let start = match self.next_read.get(&only) {
                     Some(&checkpoint) => checkpoint,
                     None => match self.config.start() {
                         OffsetStart::Beginning => 0,
@@ -220,19 +280,27 @@ impl Sink {
                     },
                 };
                 let source = FileSource::open(&path, format, start)?;
-                self.next_read.insert(0, start);
+                self.next_read.insert(only, start);
                 tracing::info!(path, start, "reading");
                 (
                     crate::source::file::spawn(source, CHUNK),
                     Some(self.chain()?),
-                    None,
+                    Progress::None,
                 )
             }
             SourceKind::Fluvio => {
                 let (rx, mirror) =
                     crate::source::fluvio::spawn(&self.config, &self.next_read, CHUNK).await?;
                 tracing::info!(topic = self.config.meta.topic.name(), "consuming");
-                (rx, None, Some(mirror))
+                (rx, None, Progress::Fluvio(mirror))
+            }
+            SourceKind::Kafka => {
+                let section = self.config.iceberg.source.kafka.clone().unwrap_or_default();
+                let group = self.config.consumer_group();
+                let (rx, handle) =
+                    crate::source::kafka::spawn(&section, &group, &self.next_read, CHUNK)?;
+                tracing::info!(topics = ?section.subscription(), group, "consuming from Kafka");
+                (rx, Some(self.chain()?), Progress::Kafka(handle))
             }
         };
         let mut last_progress = Instant::now();
@@ -250,7 +318,9 @@ impl Sink {
                         None => break,
                         Some(chunk) => chunk?,
                     };
-                    let Some((partition, last)) = chunk.last().map(|r| (r.partition, r.offset)) else {
+                    let Some((partition, last)) =
+                        chunk.last().map(|r| (r.partition.clone(), r.offset))
+                    else {
                         break;
                     };
                     self.stats.read += chunk.len() as u64;
@@ -258,7 +328,7 @@ impl Sink {
                         chunk.into_iter().partition(|r| r.defect.is_some());
                     for r in unreadable {
                         let reason = r.defect.as_deref().unwrap_or("unreadable");
-                        self.dead.send(r.partition, r.offset, reason, &r.value).await?;
+                        self.dead.send(&r.partition, r.offset, reason, &r.value).await?;
                     }
                     let out = match chain.as_mut() {
                         Some(chain) => chain.apply(&chunk)?,
@@ -266,7 +336,7 @@ impl Sink {
                     };
                     for record in out {
                         // everything before this record is in a batch (or filtered out)
-                        self.next_read.insert(partition, record.offset);
+                        self.next_read.insert(partition.clone(), record.offset);
                         if let Some(table) = self.accept(record).await? {
                             if self.batches.full(&table, &self.limits) {
                                 self.commit(&table).await?;
@@ -276,35 +346,38 @@ impl Sink {
                     self.next_read.insert(partition, last + 1);
                     tracing::debug!(last, "chunk read");
                 }
+                // after the chunks: those read before a revocation are handed over before it
+                revocation = progress.revoked() => {
+                    if let Some(r) = revocation {
+                        // the partitions go to another member: it starts where the tables
+                        // are, so everything read of them is committed first
+                        for table in self.batches.tables() {
+                            self.commit(&table).await?;
+                        }
+                        progress.durable(&self.next_read);
+                        for p in &r.partitions {
+                            self.next_read.remove(p);
+                        }
+                        let _ = r.done.send(());
+                    }
+                }
                 _ = tick => {}
             }
             let due = self.batches.due(&self.limits, Instant::now());
             for table in &due {
                 self.commit(table).await?;
             }
-            if let (Some(mirror), false) = (&mirror, due.is_empty()) {
-                mirror.durable(&self.batches.low_watermark(None, &self.next_read));
+            if !due.is_empty() {
+                progress.durable(&self.batches.low_watermark(None, &self.next_read));
             }
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 let rate = (self.stats.read - read_at_last_progress) as f64
                     / last_progress.elapsed().as_secs_f64();
-                let lag = match &mirror {
-                    Some(m) => {
-                        match tokio::time::timeout(Duration::from_secs(2), m.high_watermarks())
-                            .await
-                        {
-                            Ok(Ok(hw)) => Some(
-                                hw.iter()
-                                    .map(|(p, h)| {
-                                        (h - self.next_read.get(p).copied().unwrap_or(0)).max(0)
-                                    })
-                                    .sum::<i64>(),
-                            ),
-                            _ => None,
-                        }
-                    }
-                    None => None,
-                };
+                let lag = progress.high_watermarks().await.map(|hw| {
+                    hw.iter()
+                        .map(|(p, h)| (h - self.next_read.get(p).copied().unwrap_or(0)).max(0))
+                        .sum::<i64>()
+                });
                 tracing::info!(
                     lag = ?lag,
                     open = self.batches.records(),
@@ -320,10 +393,9 @@ impl Sink {
         for table in self.batches.tables() {
             self.commit(&table).await?;
         }
-        if let Some(mirror) = mirror {
-            mirror.durable(&self.next_read);
-            mirror.settle(Duration::from_secs(10)).await;
-        }
+        // a source blocked on handing over a chunk lets go once nobody can take it
+        drop(chunks);
+        progress.close(&self.next_read).await;
         self.dead.flush().await?;
         self.stats.dead_lettered = self.dead.count;
         Ok(())
@@ -332,14 +404,14 @@ impl Sink {
     /// One SmartModule output record: routed into a batch, or dead-lettered.
     /// Returns the table the change went to.
     async fn accept(&mut self, record: SourceRecord) -> Result<Option<TableIdent>> {
-        let (p, off) = (record.partition, record.offset);
+        let (p, off) = (record.partition.clone(), record.offset);
         let parsed: CdcRecord = match serde_json::from_slice(&record.value) {
             Ok(r) => r,
             Err(e) => {
                 let reason = format!("not a CDC record: {e}");
                 return self
                     .dead
-                    .send(p, off, &reason, &record.value)
+                    .send(&p, off, &reason, &record.value)
                     .await
                     .map(|()| None);
             }
@@ -348,7 +420,7 @@ impl Sink {
             CdcRecord::Error(e) => {
                 return self
                     .dead
-                    .send(p, off, &e.reason, &record.value)
+                    .send(&p, off, &e.reason, &record.value)
                     .await
                     .map(|()| None)
             }
@@ -362,7 +434,7 @@ impl Sink {
             Err(e) => {
                 return self
                     .dead
-                    .send(p, off, &format!("{e:#}"), &record.value)
+                    .send(&p, off, &format!("{e:#}"), &record.value)
                     .await
                     .map(|()| None)
             }
@@ -382,7 +454,7 @@ impl Sink {
                         Err(iceberg_cdc_merge::MergeError::Schema(reason)) => {
                             return self
                                 .dead
-                                .send(p, off, &reason, &record.value)
+                                .send(&p, off, &reason, &record.value)
                                 .await
                                 .map(|()| None);
                         }
@@ -410,7 +482,7 @@ impl Sink {
             if let Err(e) = state.table.check(&change) {
                 return self
                     .dead
-                    .send(p, off, &e.to_string(), &record.value)
+                    .send(&p, off, &e.to_string(), &record.value)
                     .await
                     .map(|()| None);
             }
@@ -418,7 +490,7 @@ impl Sink {
         *self.stats.changes.entry(change.op.code()).or_default() += 1;
         let bytes = record.value.len() as u64;
         self.batches
-            .push(ident.clone(), change, p, off, bytes, Instant::now());
+            .push(ident.clone(), change, &p, off, bytes, Instant::now());
         Ok(Some(ident))
     }
 
@@ -436,7 +508,7 @@ impl Sink {
             .ok_or_else(|| anyhow!("no table {ident}"))?;
         let mut offsets = state.committed.clone();
         for (p, (_, last)) in &batch.span {
-            offsets.insert(*p, last + 1);
+            offsets.insert(p.clone(), last + 1);
         }
         let properties = HashMap::from([
             (CONNECTOR_KEY.to_owned(), self.config.meta.name.clone()),

@@ -49,7 +49,7 @@ impl Chain {
     /// Runs a batch (of one partition) through the chain. Output records keep the offset of
     /// the input record they came from.
     pub fn apply(&mut self, batch: &[SourceRecord]) -> Result<Vec<SourceRecord>> {
-        let Some((partition, base)) = batch.first().map(|r| (r.partition, r.offset)) else {
+        let Some((partition, base)) = batch.first().map(|r| (r.partition.clone(), r.offset)) else {
             return Ok(Vec::new());
         };
         let records: Vec<Record> = batch
@@ -81,7 +81,7 @@ impl Chain {
             .successes
             .into_iter()
             .map(|r| SourceRecord {
-                partition,
+                partition: partition.clone(),
                 offset: base + r.preamble.offset_delta(),
                 key: r.key().map(|k| k.as_ref().to_vec()),
                 value: r.value().as_ref().to_vec(),

@@ -116,6 +116,24 @@ pub mod stream {
         pub model: Model,
         /// Line numbers of the bad messages.
         pub bad: Vec<usize>,
+        /// The table (`schema.table`) of each line; the bad ones belong to the first table.
+        pub table_of: Vec<String>,
+    }
+
+    impl Generated {
+        /// The lines as Kafka messages: (Debezium topic `shop.<schema>.<table>`, key, value;
+        /// a tombstone has no value).
+        pub fn kafka_messages(&self) -> Vec<(String, Vec<u8>, Option<Vec<u8>>)> {
+            self.lines
+                .iter()
+                .zip(&self.table_of)
+                .map(|(line, table)| {
+                    let (key, value) = line.split_once('\t').unwrap_or(("", line));
+                    let value = (!value.is_empty()).then(|| value.as_bytes().to_vec());
+                    (format!("shop.{table}"), key.as_bytes().to_vec(), value)
+                })
+                .collect()
+        }
     }
 
     struct Lcg(u64);
@@ -194,11 +212,13 @@ pub mod stream {
         let schemas: BTreeMap<&String, Value> =
             spec.tables.iter().map(|t| (t, value_schema(t))).collect();
         let mut lines = Vec::with_capacity(spec.events);
+        let mut table_of = Vec::with_capacity(spec.events);
         let mut bad = Vec::new();
         let mut lsn: u64 = 1_000_000;
         while lines.len() < spec.events {
             if spec.bad_every.is_some_and(|n| lines.len() % n == n - 1) {
                 bad.push(lines.len());
+                table_of.push(spec.tables[0].clone());
                 lines.push(format!("{{\"id\":1}}\t{{\"schema\": {{\"type\": \"struct\"}}, \"payload\": {{\"op\": \"c\", \"after\": {{\"id\": {}", lines.len()));
                 continue;
             }
@@ -229,12 +249,20 @@ pub mod stream {
             let key = json!({"schema": {"type": "struct", "optional": false, "name": format!("shop.{table}.Key"),
                 "fields": [field("int32", "id", false, None)]}, "payload": {"id": id}});
             lines.push(format!("{key}\t{value}"));
+            table_of.push(table.clone());
             if op == "d" && lines.len() < spec.events {
                 lines.push(format!("{key}\t"));
+                table_of.push(table.clone());
             }
         }
         lines.truncate(spec.events);
-        Generated { lines, model, bad }
+        table_of.truncate(spec.events);
+        Generated {
+            lines,
+            model,
+            bad,
+            table_of,
+        }
     }
 }
 

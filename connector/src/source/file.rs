@@ -4,7 +4,7 @@
 //! Two line formats: `value` (the message value; an empty line is a tombstone) and
 //! `key-value` (`KEY<TAB>VALUE`, as `kcat -f '%k\t%s\n'` prints a topic).
 
-use super::SourceRecord;
+use super::{Partition, SourceRecord};
 use anyhow::{bail, Context, Result};
 use std::io::BufRead;
 
@@ -47,7 +47,7 @@ pub fn parse_line(line: &[u8], offset: i64, format: LineFormat) -> SourceRecord 
         },
     };
     SourceRecord {
-        partition: 0,
+        partition: Partition::fluvio(0),
         offset,
         key,
         value: value.to_vec(),
@@ -156,7 +156,7 @@ mod tests {
         assert_eq!(
             recs[1],
             SourceRecord {
-                partition: 0,
+                partition: Partition::fluvio(0),
                 offset: 1,
                 key: None,
                 value: vec![],

@@ -6,7 +6,7 @@
 //! commit, each partition's consumer offset is committed and flushed at its last durable
 //! record.
 
-use super::SourceRecord;
+use super::{Partition, SourceRecord};
 use crate::config::{ConnectorConfig, OffsetStart};
 use anyhow::{anyhow, Context, Result};
 use fluvio::consumer::{ConsumerConfigExtBuilder, ConsumerStream, OffsetManagementStrategy};
@@ -36,7 +36,7 @@ pub struct OffsetMirror {
 
 impl OffsetMirror {
     /// Per partition, the high watermark (the offset after the last committed record).
-    pub async fn high_watermarks(&self) -> Result<BTreeMap<u32, i64>> {
+    pub async fn high_watermarks(&self) -> Result<BTreeMap<Partition, i64>> {
         use fluvio::metadata::partition::PartitionSpec;
         let admin = self.fluvio.admin().await;
         let prefix = format!("{}-", self.topic);
@@ -45,14 +45,14 @@ impl OffsetMirror {
             .into_iter()
             .filter_map(|m| {
                 let p: u32 = m.name.strip_prefix(&prefix)?.parse().ok()?;
-                Some((p, m.status.leader.hw))
+                Some((Partition::fluvio(p), m.status.leader.hw))
             })
             .collect())
     }
 
-    pub fn durable(&self, watermarks: &BTreeMap<u32, i64>) {
+    pub fn durable(&self, watermarks: &BTreeMap<Partition, i64>) {
         for (p, w) in watermarks {
-            if let Some(tx) = self.durable.get(p) {
+            if let Some(tx) = p.fluvio_number().and_then(|n| self.durable.get(&n)) {
                 tx.send_if_modified(|cur| {
                     let moved = *w > *cur;
                     if moved {
@@ -168,7 +168,7 @@ fn start_offset(config: &ConnectorConfig, resume: Option<i64>) -> Result<Offset>
 /// Connects, and starts one reading task per partition.
 pub async fn spawn(
     config: &ConnectorConfig,
-    resume: &BTreeMap<u32, i64>,
+    resume: &BTreeMap<Partition, i64>,
     chunk: usize,
 ) -> Result<(mpsc::Receiver<Result<Vec<SourceRecord>>>, OffsetMirror)> {
     let fluvio = std::sync::Arc::new(
@@ -214,7 +214,10 @@ pub async fn spawn(
         builder
             .topic(topic.clone())
             .partition(p)
-            .offset_start(start_offset(config, resume.get(&p).copied())?)
+            .offset_start(start_offset(
+                config,
+                resume.get(&Partition::fluvio(p)).copied(),
+            )?)
             .offset_consumer(format!("{consumer_id}-{p}"))
             .offset_strategy(OffsetManagementStrategy::Manual)
             .smartmodule(invocations.clone());
@@ -257,7 +260,7 @@ async fn read_partition<S>(
             next = stream.next() => match next {
                 Some(Ok(record)) => {
                     buffer.push(SourceRecord {
-                        partition,
+                        partition: Partition::fluvio(partition),
                         offset: record.offset(),
                         key: record.key().map(<[u8]>::to_vec),
                         value: record.value().to_vec(),

@@ -1,0 +1,378 @@
+//! Kafka directly (librdkafka through `rdkafka`): every partition of the subscribed topics,
+//! each starting at the offset the tables hold for it, the SmartModule applied in-process.
+//!
+//! A thread of its own polls the consumer and hands over chunks of one partition each (so
+//! per-key order holds) over the same bounded channel as the other sources. Offsets:
+//! - on assignment, each partition is positioned where the tables say (else by
+//!   `auto-offset-reset`): the group's committed offsets are never read back;
+//! - the group's offsets are committed only after the table commits that make them durable,
+//!   for lag monitoring;
+//! - before partitions are revoked (a rebalance), the sink commits every open batch, so
+//!   whoever gets them next starts where the tables are.
+
+use super::{Partition, SourceRecord};
+use crate::config::KafkaSection;
+use anyhow::{anyhow, Context as _, Result};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// How long a partition's records wait to fill a chunk.
+const LINGER: Duration = Duration::from_millis(50);
+/// How long a revocation waits for the sink's commits before letting go anyway.
+const REVOKE_WAIT: Duration = Duration::from_secs(120);
+
+/// Partitions about to be taken away; the sink commits its open batches and answers on
+/// `done`.
+pub struct Revocation {
+    pub partitions: Vec<Partition>,
+    pub done: std::sync::mpsc::SyncSender<()>,
+}
+
+/// What the sink holds of the Kafka source besides the records.
+pub struct KafkaHandle {
+    pub revocations: mpsc::Receiver<Revocation>,
+    /// Per partition, the next offset to read (the tables' positions, then the sink's
+    /// progress): where an assigned partition starts.
+    positions: Arc<Mutex<BTreeMap<Partition, i64>>>,
+    /// Per partition, the offset below which everything is durable: the group commits it.
+    durable: Arc<Mutex<BTreeMap<Partition, i64>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KafkaHandle {
+    /// After a table commit: positions for later assignments, offsets for the group.
+    pub fn durable(&self, watermarks: &BTreeMap<Partition, i64>) {
+        if let Ok(mut d) = self.durable.lock() {
+            for (p, w) in watermarks {
+                let cur = d.entry(p.clone()).or_insert(*w);
+                *cur = (*cur).max(*w);
+            }
+        }
+        if let Ok(mut pos) = self.positions.lock() {
+            for (p, w) in watermarks {
+                let cur = pos.entry(p.clone()).or_insert(*w);
+                *cur = (*cur).max(*w);
+            }
+        }
+    }
+
+    /// Commits the last durable offsets to the group and closes the consumer (leaving the
+    /// group revokes every partition: the sink committed everything before this).
+    pub fn close(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.revocations.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The librdkafka settings of a section: ours, then the pass-through `options` (which may
+/// not turn on auto-commit: offsets move only after table commits).
+pub fn client_config(section: &KafkaSection, group: &str) -> Result<ClientConfig> {
+    let servers = section.bootstrap_servers.as_deref().ok_or_else(|| {
+        anyhow!("iceberg.source.kafka.bootstrap-servers is not set (nor BOOTSTRAP_SERVER_URL)")
+    })?;
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", servers)
+        .set("group.id", group)
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", section.auto_offset_reset.as_str());
+    for (k, v) in &section.options {
+        c.set(k, v);
+    }
+    for (key, value) in [
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+    ] {
+        if section.options.get(key).is_some_and(|v| v != value) {
+            tracing::warn!(
+                "kafka option {key} is ignored: offsets are committed after each table commit"
+            );
+        }
+        c.set(key, value);
+    }
+    Ok(c)
+}
+
+struct Shared {
+    tx: mpsc::Sender<Result<Vec<SourceRecord>>>,
+    revocations: mpsc::Sender<Revocation>,
+    positions: Arc<Mutex<BTreeMap<Partition, i64>>>,
+    /// Records read and not yet handed over, by partition, with when the first came.
+    pending: Mutex<HashMap<Partition, (Instant, Vec<SourceRecord>)>>,
+    reset: Offset,
+    /// Set when the run ends: revocations then need no commit round.
+    stop: Arc<AtomicBool>,
+}
+
+impl Shared {
+    /// Hands over the pending records of `which` (all when `None`); `false` when the sink
+    /// is gone.
+    fn flush(&self, which: Option<&[Partition]>, older_than: Duration) -> bool {
+        let ready: Vec<Vec<SourceRecord>> = match self.pending.lock() {
+            Ok(mut pending) => {
+                let keys: Vec<Partition> = pending
+                    .iter()
+                    .filter(|(p, (since, _))| {
+                        which.is_none_or(|w| w.contains(p)) && since.elapsed() >= older_than
+                    })
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                keys.iter()
+                    .filter_map(|k| pending.remove(k).map(|(_, r)| r))
+                    .collect()
+            }
+            Err(_) => return false,
+        };
+        ready
+            .into_iter()
+            .all(|chunk| self.tx.blocking_send(Ok(chunk)).is_ok())
+    }
+}
+
+struct CdcContext(Arc<Shared>);
+
+impl ClientContext for CdcContext {}
+
+impl ConsumerContext for CdcContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let partitions = partitions_of(tpl);
+        if partitions.is_empty() || self.0.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        tracing::info!(
+            ?partitions,
+            "partitions revoked: committing open batches first"
+        );
+        // what was read of them goes first, then the sink commits and answers
+        self.0.flush(Some(&partitions), Duration::ZERO);
+        let (done, answered) = std::sync::mpsc::sync_channel(1);
+        if self
+            .0
+            .revocations
+            .blocking_send(Revocation { partitions, done })
+            .is_ok()
+            && answered.recv_timeout(REVOKE_WAIT).is_err()
+        {
+            tracing::warn!("open batches not committed within {REVOKE_WAIT:?} of a revocation");
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(tpl) = rebalance else {
+            return;
+        };
+        // start each partition where the tables are (or by auto-offset-reset): assigning
+        // again with offsets replaces the assignment librdkafka just made
+        let positions = self
+            .0
+            .positions
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default();
+        let mut at = TopicPartitionList::new();
+        for e in tpl.elements() {
+            let p = Partition::kafka(e.topic(), e.partition());
+            let offset = positions
+                .get(&p)
+                .map(|&o| Offset::Offset(o))
+                .unwrap_or(self.0.reset);
+            if let Err(e) = at.add_partition_offset(e.topic(), e.partition(), offset) {
+                tracing::error!(error = %e, "cannot position {p}");
+            }
+        }
+        tracing::info!(assigned = ?partitions_of(tpl), "partitions assigned");
+        if let Err(e) = consumer.assign(&at) {
+            tracing::error!(error = %e, "positioning the assigned partitions failed");
+        }
+    }
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<Partition> {
+    tpl.elements()
+        .iter()
+        .map(|e| Partition::kafka(e.topic(), e.partition()))
+        .collect()
+}
+
+/// Subscribes and starts the polling thread.
+pub fn spawn(
+    section: &KafkaSection,
+    group: &str,
+    resume: &BTreeMap<Partition, i64>,
+    chunk: usize,
+) -> Result<(mpsc::Receiver<Result<Vec<SourceRecord>>>, KafkaHandle)> {
+    let (tx, rx) = mpsc::channel(4);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (rev_tx, rev_rx) = mpsc::channel(1);
+    let positions = Arc::new(Mutex::new(resume.clone()));
+    let shared = Arc::new(Shared {
+        tx,
+        revocations: rev_tx,
+        positions: positions.clone(),
+        pending: Mutex::new(HashMap::new()),
+        reset: match section.auto_offset_reset.as_str() {
+            "earliest" => Offset::Beginning,
+            _ => Offset::End,
+        },
+        stop: stop.clone(),
+    });
+    let consumer: BaseConsumer<CdcContext> = client_config(section, group)?
+        .create_with_context(CdcContext(shared.clone()))
+        .context("creating the Kafka consumer")?;
+    let topics: Vec<String> = section.subscription();
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topic_refs)
+        .with_context(|| format!("subscribing to {topics:?}"))?;
+    let durable = Arc::new(Mutex::new(BTreeMap::new()));
+    let thread = {
+        let durable = durable.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("kafka-source".into())
+            .spawn(move || poll_loop(consumer, shared, chunk, durable, stop))
+            .context("starting the Kafka thread")?
+    };
+    Ok((
+        rx,
+        KafkaHandle {
+            revocations: rev_rx,
+            positions,
+            durable,
+            stop,
+            thread: Some(thread),
+        },
+    ))
+}
+
+fn poll_loop(
+    consumer: BaseConsumer<CdcContext>,
+    shared: Arc<Shared>,
+    chunk: usize,
+    durable: Arc<Mutex<BTreeMap<Partition, i64>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut committed: BTreeMap<Partition, i64> = BTreeMap::new();
+    let mut last_error: Option<(String, Instant)> = None;
+    while !stop.load(Ordering::SeqCst) {
+        commit_durable(&consumer, &durable, &mut committed, CommitMode::Async);
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(m)) => {
+                let p = Partition::kafka(m.topic(), m.partition());
+                let record = SourceRecord {
+                    partition: p.clone(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    // a tombstone: no payload, as the Fluvio Kafka source presents it
+                    value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    defect: None,
+                };
+                let full = match shared.pending.lock() {
+                    Ok(mut pending) => {
+                        let entry = pending
+                            .entry(p.clone())
+                            .or_insert_with(|| (Instant::now(), Vec::new()));
+                        entry.1.push(record);
+                        (entry.1.len() >= chunk).then(|| pending.remove(&p).map(|(_, r)| r))
+                    }
+                    Err(_) => return,
+                };
+                if let Some(Some(records)) = full {
+                    if shared.tx.blocking_send(Ok(records)).is_err() {
+                        break;
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                if is_fatal(&e) {
+                    let _ = shared.tx.blocking_send(Err(anyhow!("kafka: {e}")));
+                    break;
+                }
+                // brokers going away and coming back: librdkafka reconnects by itself
+                let text = e.to_string();
+                let repeat = last_error
+                    .as_ref()
+                    .is_some_and(|(t, at)| *t == text && at.elapsed() < Duration::from_secs(10));
+                if !repeat {
+                    tracing::warn!(error = %text, "kafka (retrying)");
+                    last_error = Some((text, Instant::now()));
+                }
+            }
+        }
+        if !shared.flush(None, LINGER) {
+            break;
+        }
+    }
+    commit_durable(&consumer, &durable, &mut committed, CommitMode::Sync);
+}
+
+/// Commits the durable offsets that moved, for the partitions this member holds.
+fn commit_durable(
+    consumer: &BaseConsumer<CdcContext>,
+    durable: &Mutex<BTreeMap<Partition, i64>>,
+    committed: &mut BTreeMap<Partition, i64>,
+    mode: CommitMode,
+) {
+    let Ok(durable) = durable.lock().map(|d| d.clone()) else {
+        return;
+    };
+    let assigned: Vec<Partition> = consumer
+        .assignment()
+        .map(|tpl| partitions_of(&tpl))
+        .unwrap_or_default();
+    let mut tpl = TopicPartitionList::new();
+    let mut moved = Vec::new();
+    for (p, &w) in &durable {
+        if committed.get(p) == Some(&w) || !assigned.contains(p) {
+            continue;
+        }
+        if let Some((topic, n)) = p.kafka_parts() {
+            if tpl
+                .add_partition_offset(topic, n, Offset::Offset(w))
+                .is_ok()
+            {
+                moved.push((p.clone(), w));
+            }
+        }
+    }
+    if moved.is_empty() {
+        return;
+    }
+    match consumer.commit(&tpl, mode) {
+        Ok(()) => committed.extend(moved),
+        Err(e) => tracing::warn!(error = %e, "group offsets not committed (monitoring only)"),
+    }
+}
+
+/// Errors that end the run: configuration and authentication problems. Transport errors
+/// are not among them: librdkafka retries those itself.
+fn is_fatal(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::Fatal
+                | C::Authentication
+                | C::SaslAuthenticationFailed
+                | C::TopicAuthorizationFailed
+                | C::GroupAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::InvalidConfig
+        )
+    )
+}
