@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or a used one. Installs what it needs (Debian's
-# wasm toolchain for the SmartModule, PostgreSQL, Ceph, the Python readers), then: format,
-# lints, the .wasm build, every test.
+# wasm toolchain for the SmartModule, PostgreSQL, Ceph, the tansu broker, the Python
+# readers), then: format, lints, the .wasm build, every test.
 #
 #   bash tests/run.sh
 #
@@ -32,6 +32,11 @@ source tests/ceph.sh
 start_ceph
 trap stop_ceph EXIT
 
+step "tansu (a Kafka-protocol broker) for the Kafka tests"
+source tests/tansu.sh
+start_tansu
+trap 'stop_ceph; tansu_stop' EXIT
+
 step "format"
 cargo fmt --all --check
 
@@ -43,7 +48,7 @@ bash smartmodule/build-wasm.sh --locked
 
 step "tests"
 log=$(mktemp)
-trap 'rm -f "$log"; stop_ceph' EXIT
+trap 'rm -f "$log"; stop_ceph; tansu_stop' EXIT
 status=0
 PROPTEST_CASES="${PROPTEST_CASES:-30000}" cargo test --workspace --locked --no-fail-fast 2>&1 \
   | tee "$log" || status=$?

@@ -994,6 +994,13 @@ iceberg:
                 ),
                 "unknown field `group`",
             ),
+            (
+                base.replace(
+                    "      topics:",
+                    "      bootstrap-servers: k:1\n      options:\n        partition.assignment.strategy: cooperative-sticky\n      topics:",
+                ),
+                "cooperative",
+            ),
         ] {
             let e = format!(
                 "{:#}",

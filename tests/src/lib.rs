@@ -121,16 +121,31 @@ pub mod stream {
     }
 
     impl Generated {
-        /// The lines as Kafka messages: (Debezium topic `shop.<schema>.<table>`, key, value;
-        /// a tombstone has no value).
-        pub fn kafka_messages(&self) -> Vec<(String, Vec<u8>, Option<Vec<u8>>)> {
+        /// The first `n` lines and the rest, to produce at different times (the parts carry
+        /// no model: check against the whole).
+        pub fn split_at(&self, n: usize) -> (Generated, Generated) {
+            let part = |lines: &[String], tables: &[String]| Generated {
+                lines: lines.to_vec(),
+                model: Model::new(),
+                bad: Vec::new(),
+                table_of: tables.to_vec(),
+            };
+            (
+                part(&self.lines[..n], &self.table_of[..n]),
+                part(&self.lines[n..], &self.table_of[n..]),
+            )
+        }
+
+        /// The lines as Kafka messages: (Debezium topic `<server>.<schema>.<table>`, key,
+        /// value; a tombstone has no value).
+        pub fn kafka_messages(&self, server: &str) -> Vec<(String, Vec<u8>, Option<Vec<u8>>)> {
             self.lines
                 .iter()
                 .zip(&self.table_of)
                 .map(|(line, table)| {
                     let (key, value) = line.split_once('\t').unwrap_or(("", line));
                     let value = (!value.is_empty()).then(|| value.as_bytes().to_vec());
-                    (format!("shop.{table}"), key.as_bytes().to_vec(), value)
+                    (format!("{server}.{table}"), key.as_bytes().to_vec(), value)
                 })
                 .collect()
         }

@@ -12,7 +12,7 @@
 
 use super::{Partition, SourceRecord};
 use crate::config::KafkaSection;
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -82,6 +82,15 @@ pub fn client_config(section: &KafkaSection, group: &str) -> Result<ClientConfig
     let servers = section.bootstrap_servers.as_deref().ok_or_else(|| {
         anyhow!("iceberg.source.kafka.bootstrap-servers is not set (nor BOOTSTRAP_SERVER_URL)")
     })?;
+    if section
+        .options
+        .get("partition.assignment.strategy")
+        .is_some_and(|s| s.contains("cooperative"))
+        || section.options.contains_key("group.protocol")
+    {
+        // positioning on assignment replaces the whole assignment: eager rebalances only
+        bail!("kafka options: cooperative and KIP-848 rebalancing are not supported (leave partition.assignment.strategy and group.protocol at their defaults)");
+    }
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", servers)
         .set("group.id", group)

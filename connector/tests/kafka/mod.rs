@@ -1,0 +1,236 @@
+//! What the Kafka tests share (librdkafka's mock cluster and the tansu broker): the stream,
+//! producing it, the connector's config and process, and checking the tables.
+
+#![allow(dead_code)]
+
+use cdc_tests::readers::{self, PyCatalog};
+use cdc_tests::stream::{generate, table_rows, Generated, Spec};
+use cdc_tests::wasm_path;
+use iceberg_cdc_merge::{Catalog, CatalogConfig};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// `.` as a regular expression wants it.
+fn regex_escape(name: &str) -> String {
+    name.replace('.', "\\.")
+}
+
+/// The Debezium topics of a logical server, for creating them.
+pub fn topics(server: &str) -> Vec<String> {
+    tables().iter().map(|t| format!("{server}.{t}")).collect()
+}
+
+pub const PARTITIONS: i32 = 3;
+
+pub fn tables() -> Vec<String> {
+    vec![
+        "public.orders".to_owned(),
+        "public.items".to_owned(),
+        "sales.refunds".to_owned(),
+    ]
+}
+
+pub fn stream(events: usize, seed: u64) -> Generated {
+    generate(&Spec {
+        events,
+        keys: 400,
+        tables: tables(),
+        seed,
+        bad_every: Some(397),
+    })
+}
+
+/// A key's partition: the same for every event of the key, so per-key order holds.
+pub fn partition_of(key: &[u8]) -> i32 {
+    let h = key.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    (h % PARTITIONS as u64) as i32
+}
+
+pub fn config(dir: &Path, bootstrap: &str, server: &str) -> PathBuf {
+    let text = format!(
+        r#"apiVersion: 0.2.0
+meta:
+  name: kafka-test-sink
+  type: iceberg-cdc-sink
+  version: 0.1.0
+  topic: unused
+transforms:
+  - uses: cdc-iceberg/debezium-cdc@0.1.0
+iceberg:
+  source:
+    type: kafka
+    kafka:
+      bootstrap-servers: {bootstrap}
+      group-id: {server}-iceberg
+      topic-pattern: '{server}\..*'
+      auto-offset-reset: earliest
+      options:
+        topic.metadata.refresh.interval.ms: "500"
+  catalog:
+    uri: sqlite://{dir}/catalog.db
+    warehouse: file://{dir}/warehouse
+  batch:
+    max-records: 300
+    interval-ms: 500
+  tables:
+    partition-by: month(day)
+  dead-letter:
+    file: {dir}/dead-letter.jsonl
+  smartmodules:
+    cdc-iceberg/debezium-cdc@0.1.0: {wasm}
+"#,
+        dir = dir.display(),
+        server = regex_escape(server),
+        wasm = wasm_path().display(),
+    );
+    let path = dir.join("connector.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn start(config: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_iceberg-cdc-sink"))
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .env_remove("BOOTSTRAP_SERVER_URL")
+        .spawn()
+        .unwrap()
+}
+
+/// Per partition, the highest position below which the tables hold everything.
+pub fn durable_positions(dir: &Path) -> BTreeMap<String, i64> {
+    if !dir.join("catalog.db").exists() {
+        return BTreeMap::new();
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let catalog = Catalog::connect(&CatalogConfig {
+            name: "cdc".into(),
+            uri: format!("sqlite://{}/catalog.db", dir.display()),
+            warehouse: format!("file://{}/warehouse", dir.display()),
+            s3: Default::default(),
+        })
+        .await
+        .unwrap();
+        let mut out: BTreeMap<String, i64> = BTreeMap::new();
+        for ident in catalog.list_tables().await.unwrap() {
+            let Some(table) = catalog.load(&ident).await.unwrap() else {
+                continue;
+            };
+            let Some(snapshot) = table.metadata().current_snapshot() else {
+                continue;
+            };
+            let checkpoint = snapshot
+                .summary()
+                .additional_properties
+                .get("cdc.checkpoint")
+                .and_then(|t| serde_json::from_str::<BTreeMap<String, i64>>(t).ok())
+                .unwrap_or_default();
+            for (p, o) in checkpoint {
+                let e = out.entry(p).or_insert(o);
+                *e = (*e).max(o);
+            }
+        }
+        out
+    })
+}
+
+/// Waits until the tables hold every produced message (or the connector exits).
+pub fn wait_until_durable(dir: &Path, ends: &BTreeMap<String, i64>, child: &mut Child) {
+    let started = Instant::now();
+    loop {
+        let at = durable_positions(dir);
+        if ends
+            .iter()
+            .all(|(p, end)| at.get(p).is_some_and(|o| o >= end))
+        {
+            return;
+        }
+        let exited = child.try_wait().unwrap();
+        if exited.is_some() || started.elapsed() > Duration::from_secs(180) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "not durable ({exited:?} after {:?}): at {at:?}, wanted {ends:?}",
+                started.elapsed()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+pub fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "connector exited with {status} after SIGTERM"
+    );
+}
+
+pub fn check(dir: &Path, stream: &Generated) {
+    let uri = format!("sqlite://{}/catalog.db", dir.display());
+    let catalog = PyCatalog {
+        uri: &uri,
+        name: "cdc",
+        s3: None,
+    };
+    for table in tables() {
+        let (py, duck) =
+            readers::read_by_id(&catalog, &table, &["id", "name", "price", "qty", "day"]);
+        let want = table_rows(&stream.model, &table);
+        assert_eq!(py, want, "PyIceberg, {table}");
+        assert_eq!(duck, want, "DuckDB, {table}");
+    }
+    // every bad message is dead-lettered, by topic, partition and offset
+    let dead: BTreeSet<(String, i64, i64)> = std::fs::read_to_string(dir.join("dead-letter.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["topic"].as_str().unwrap_or_default().to_owned(),
+                v["partition"].as_i64().unwrap_or(-1),
+                v["offset"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(dead.len(), stream.bad.len(), "{dead:?}");
+}
+
+/// Produces the stream into the Debezium topics `<server>.<schema>.<table>` (which exist),
+/// each key to its partition; returns how many messages went to each partition.
+pub fn produce(bootstrap: &str, server: &str, stream: &Generated) -> BTreeMap<String, i64> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    for (topic, key, value) in stream.kafka_messages(server) {
+        let partition = partition_of(&key);
+        let mut record = BaseRecord::<Vec<u8>, Vec<u8>>::to(&topic)
+            .key(&key)
+            .partition(partition);
+        if let Some(v) = value.as_ref() {
+            record = record.payload(v);
+        }
+        while let Err((_, back)) = producer.send(record) {
+            producer.poll(Duration::from_millis(10));
+            record = back;
+        }
+        *counts.entry(format!("{topic}/{partition}")).or_default() += 1;
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    counts
+}

@@ -1,0 +1,128 @@
+//! The direct Kafka source against a real Kafka-protocol broker on loopback (`tansu` from
+//! crates.io, SQLite storage, started by `tests/run.sh` through `tests/tansu.sh`): topics
+//! created and messages produced by a real client, the connector as a process, tables read
+//! back by PyIceberg and DuckDB equal to the model, across a broker stopped for 20 seconds.
+//! (`kill -9` at random moments is proven on librdkafka's mock cluster, `kafka_source.rs`:
+//! tansu 0.6 keeps a killed member in its group, so the restarted one never gets that
+//! member's partitions.)
+
+mod kafka;
+
+use kafka::*;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// One test at a time: one of them stops the broker.
+static BROKER: Mutex<()> = Mutex::new(());
+
+struct Tansu {
+    bootstrap: String,
+    script: String,
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: `bash tests/run.sh` starts tansu (tests/tansu.sh) and sets it")
+    })
+}
+
+impl Tansu {
+    fn from_env() -> Tansu {
+        Tansu {
+            bootstrap: var("CDC_TEST_KAFKA_BOOTSTRAP"),
+            script: var("CDC_TEST_TANSU_SCRIPT"),
+        }
+    }
+
+    fn script(&self, what: &str) {
+        let status = Command::new("bash")
+            .arg(&self.script)
+            .arg(what)
+            .status()
+            .unwrap();
+        assert!(status.success(), "tests/tansu.sh {what}");
+    }
+
+    /// The broker is down while the returned guard lives (it starts again on drop).
+    fn outage(&self) -> Outage<'_> {
+        self.script("stop");
+        Outage(self)
+    }
+
+    /// A Debezium server name of this test's own, with its topics created.
+    fn new_server(&self, purpose: &str) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let server = format!("{purpose}{}x{nanos}", std::process::id());
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .unwrap();
+        let names = topics(&server);
+        let new: Vec<NewTopic> = names
+            .iter()
+            .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
+            .collect();
+        let results = futures::executor::block_on(admin.create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))
+        .unwrap();
+        for r in results {
+            assert!(r.is_ok(), "creating a topic: {r:?}");
+        }
+        server
+    }
+}
+
+struct Outage<'a>(&'a Tansu);
+
+impl Outage<'_> {
+    fn end(self) {
+        self.0.script("start");
+    }
+}
+
+impl Drop for Outage<'_> {
+    fn drop(&mut self) {
+        // idempotent after `end`; never panics (this may run while a test unwinds)
+        let _ = Command::new("bash")
+            .arg(&self.0.script)
+            .arg("start")
+            .status();
+    }
+}
+
+#[test]
+fn debezium_topics_through_a_real_broker_with_the_broker_stopped_for_twenty_seconds() {
+    let _serial = BROKER.lock().unwrap_or_else(|p| p.into_inner());
+    let tansu = Tansu::from_env();
+    let server = tansu.new_server("outage");
+    let dir = tempfile::tempdir().unwrap();
+    let stream = stream(4000, 22);
+    let (first, rest) = stream.split_at(stream.lines.len() / 2);
+    let mut ends = produce(&tansu.bootstrap, &server, &first);
+    let cfg = config(dir.path(), &tansu.bootstrap, &server);
+    let mut child = start(&cfg);
+    wait_until_durable(dir.path(), &ends, &mut child);
+    let outage = tansu.outage();
+    std::thread::sleep(Duration::from_secs(20));
+    let during = child.try_wait().unwrap();
+    outage.end();
+    assert!(
+        during.is_none(),
+        "the connector gave up while the broker was down"
+    );
+    for (p, n) in produce(&tansu.bootstrap, &server, &rest) {
+        *ends.entry(p).or_default() += n;
+    }
+    wait_until_durable(dir.path(), &ends, &mut child);
+    stop(child);
+    check(dir.path(), &stream);
+}
