@@ -295,10 +295,23 @@ pub struct KafkaSection {
     /// default) or `earliest`.
     #[serde(default = "default_offset_reset")]
     pub auto_offset_reset: String,
+    /// `manual` (default: this connector reads every matching partition, no group
+    /// membership) or `group` (a consumer-group subscription, to spread topics over several
+    /// connectors).
+    #[serde(default)]
+    pub assignment: KafkaAssignment,
     /// librdkafka settings passed through: TLS, SASL, timeouts (`security.protocol`,
     /// `sasl.password: ${{ secrets.KAFKA_PASSWORD }}`, …).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KafkaAssignment {
+    #[default]
+    Manual,
+    Group,
 }
 
 fn default_offset_reset() -> String {
@@ -323,6 +336,7 @@ impl std::fmt::Debug for KafkaSection {
             .field("topics", &self.topics)
             .field("topic_pattern", &self.topic_pattern)
             .field("auto_offset_reset", &self.auto_offset_reset)
+            .field("assignment", &self.assignment)
             .field("options", &options)
             .finish()
     }

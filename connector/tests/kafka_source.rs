@@ -1,8 +1,8 @@
 //! The direct Kafka source against librdkafka's mock cluster (a real Kafka-protocol server in
 //! this process): Debezium topics of three tables with three partitions each, keyed messages,
 //! tombstones and bad records produced by a real client; the connector as a process; tables
-//! read back by PyIceberg and DuckDB equal to the model. Also `kill -9` at random moments and
-//! the broker down for 20 seconds: exactly-once.
+//! read back by PyIceberg and DuckDB equal to the model. Also `kill -9` at random moments (in
+//! a consumer group) and the broker down for 20 seconds: exactly-once.
 
 mod kafka;
 
@@ -51,7 +51,8 @@ fn kill_nine_at_random_moments_then_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let stream = stream(20_000, 12);
     let ends = produce_on(&cluster, &stream);
-    let cfg = config(dir.path(), &cluster.bootstrap_servers(), "shop");
+    // in a consumer group: each restart joins it again
+    let cfg = group_config(dir.path(), &cluster.bootstrap_servers(), "shop");
     let mut seed: u64 = 21;
     for _ in 0..10 {
         let mut child = start(&cfg);

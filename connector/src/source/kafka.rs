@@ -1,17 +1,23 @@
-//! Kafka directly (librdkafka through `rdkafka`): every partition of the subscribed topics,
+//! Kafka directly (librdkafka through `rdkafka`): every partition of the matching topics,
 //! each starting at the offset the tables hold for it, the SmartModule applied in-process.
 //!
 //! A thread of its own polls the consumer and hands over chunks of one partition each (so
-//! per-key order holds) over the same bounded channel as the other sources. Offsets:
-//! - on assignment, each partition is positioned where the tables say (else by
-//!   `auto-offset-reset`): the group's committed offsets are never read back;
-//! - the group's offsets are committed only after the table commits that make them durable,
-//!   for lag monitoring;
-//! - before partitions are revoked (a rebalance), the sink commits every open batch, so
+//! per-key order holds) over the same bounded channel as the other sources. Two ways to get
+//! partitions:
+//! - `manual` (the default): this connector takes every partition of every matching topic
+//!   itself, and looks for new topics and partitions every few seconds (Debezium creates a
+//!   topic per new table). No group membership: a restart after a crash reads at once,
+//!   with no rebalance and no wait for the broker to forget the dead member.
+//! - `group`: a consumer-group subscription, to spread the topics over several connectors.
+//!   Before partitions are revoked in a rebalance, the sink commits every open batch, so
 //!   whoever gets them next starts where the tables are.
+//!
+//! Either way a partition starts where the tables say (else by `auto-offset-reset`): the
+//! group's committed offsets are never read back; they are committed only after the table
+//! commits that make them durable, for lag monitoring.
 
 use super::{Partition, SourceRecord};
-use crate::config::KafkaSection;
+use crate::config::{KafkaAssignment, KafkaSection};
 use anyhow::{anyhow, bail, Context as _, Result};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -26,6 +32,8 @@ use tokio::sync::mpsc;
 
 /// How long a partition's records wait to fill a chunk.
 const LINGER: Duration = Duration::from_millis(50);
+/// How often `manual` assignment looks for new topics and partitions.
+const DISCOVER_EVERY: Duration = Duration::from_secs(5);
 /// How long a revocation waits for the sink's commits before letting go anyway.
 const REVOKE_WAIT: Duration = Duration::from_secs(120);
 
@@ -242,18 +250,28 @@ pub fn spawn(
     let consumer: BaseConsumer<CdcContext> = client_config(section, group)?
         .create_with_context(CdcContext(shared.clone()))
         .context("creating the Kafka consumer")?;
-    let topics: Vec<String> = section.subscription();
-    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer
-        .subscribe(&topic_refs)
-        .with_context(|| format!("subscribing to {topics:?}"))?;
+    let discovery = match section.assignment {
+        KafkaAssignment::Group => {
+            let topics: Vec<String> = section.subscription();
+            let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+            consumer
+                .subscribe(&topic_refs)
+                .with_context(|| format!("subscribing to {topics:?}"))?;
+            None
+        }
+        KafkaAssignment::Manual => {
+            let mut discovery = Discovery::new(section)?;
+            discovery.run(&consumer, &shared)?;
+            Some(discovery)
+        }
+    };
     let durable = Arc::new(Mutex::new(BTreeMap::new()));
     let thread = {
         let durable = durable.clone();
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("kafka-source".into())
-            .spawn(move || poll_loop(consumer, shared, chunk, durable, stop))
+            .spawn(move || poll_loop(consumer, shared, chunk, durable, stop, discovery))
             .context("starting the Kafka thread")?
     };
     Ok((
@@ -274,11 +292,17 @@ fn poll_loop(
     chunk: usize,
     durable: Arc<Mutex<BTreeMap<Partition, i64>>>,
     stop: Arc<AtomicBool>,
+    mut discovery: Option<Discovery>,
 ) {
     let mut committed: BTreeMap<Partition, i64> = BTreeMap::new();
     let mut last_error: Option<(String, Instant)> = None;
     while !stop.load(Ordering::SeqCst) {
         commit_durable(&consumer, &durable, &mut committed, CommitMode::Async);
+        if let Some(d) = discovery.as_mut().filter(|d| d.due()) {
+            if let Err(e) = d.run(&consumer, &shared) {
+                tracing::warn!(error = %e, "looking for new Kafka topics and partitions (retrying)");
+            }
+        }
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Ok(m)) => {
@@ -328,6 +352,82 @@ fn poll_loop(
         }
     }
     commit_durable(&consumer, &durable, &mut committed, CommitMode::Sync);
+}
+
+/// `manual` assignment: which topics match, and the partitions taken so far.
+struct Discovery {
+    names: Vec<String>,
+    pattern: Option<regex::Regex>,
+    assigned: std::collections::BTreeSet<Partition>,
+    last: Option<Instant>,
+}
+
+impl Discovery {
+    fn new(section: &KafkaSection) -> Result<Discovery> {
+        let pattern = section
+            .topic_pattern
+            .as_deref()
+            .map(|p| regex::Regex::new(&format!("^(?:{})", p.trim_start_matches('^'))))
+            .transpose()
+            .context("iceberg.source.kafka.topic-pattern")?;
+        Ok(Discovery {
+            names: section.topics.clone(),
+            pattern,
+            assigned: Default::default(),
+            last: None,
+        })
+    }
+
+    fn matches(&self, topic: &str) -> bool {
+        self.names.iter().any(|n| n == topic)
+            || (!topic.starts_with("__")
+                && self.pattern.as_ref().is_some_and(|p| p.is_match(topic)))
+    }
+
+    fn due(&self) -> bool {
+        self.last.is_none_or(|at| at.elapsed() >= DISCOVER_EVERY)
+    }
+
+    /// Takes the matching partitions not taken yet, each where the tables say.
+    fn run(&mut self, consumer: &BaseConsumer<CdcContext>, shared: &Shared) -> Result<()> {
+        self.last = Some(Instant::now());
+        let metadata = consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .context("reading the topics' metadata")?;
+        let positions = shared
+            .positions
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default();
+        let mut tpl = TopicPartitionList::new();
+        let mut taken = Vec::new();
+        for topic in metadata.topics() {
+            if topic.error().is_some() || !self.matches(topic.name()) {
+                continue;
+            }
+            for p in topic.partitions() {
+                let partition = Partition::kafka(topic.name(), p.id());
+                if self.assigned.contains(&partition) {
+                    continue;
+                }
+                let offset = positions
+                    .get(&partition)
+                    .map(|&o| Offset::Offset(o))
+                    .unwrap_or(shared.reset);
+                tpl.add_partition_offset(topic.name(), p.id(), offset)?;
+                taken.push(partition);
+            }
+        }
+        if taken.is_empty() {
+            return Ok(());
+        }
+        consumer
+            .incremental_assign(&tpl)
+            .context("taking the topics' partitions")?;
+        tracing::info!(partitions = ?taken, "reading");
+        self.assigned.extend(taken);
+        Ok(())
+    }
 }
 
 /// Commits the durable offsets that moved, for the partitions this member holds.
@@ -384,4 +484,32 @@ fn is_fatal(e: &KafkaError) -> bool {
                 | C::InvalidConfig
         )
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manual_assignment_matches_names_and_patterns() {
+        let section = KafkaSection {
+            topics: vec!["inventory.public.products".into()],
+            topic_pattern: Some(r"shop\.public\..*".into()),
+            ..Default::default()
+        };
+        let d = Discovery::new(&section).unwrap();
+        assert!(d.matches("inventory.public.products"));
+        assert!(d.matches("shop.public.orders"));
+        assert!(
+            !d.matches("old.shop.public.orders"),
+            "anchored at the start"
+        );
+        assert!(!d.matches("inventory.public.products2"), "names are exact");
+        assert!(!d.matches("__consumer_offsets"));
+        let bad = KafkaSection {
+            topic_pattern: Some("shop(".into()),
+            ..Default::default()
+        };
+        assert!(Discovery::new(&bad).is_err());
+    }
 }

@@ -95,6 +95,17 @@ iceberg:
     path
 }
 
+/// [`config`] with a consumer-group subscription instead of manual assignment.
+pub fn group_config(dir: &Path, bootstrap: &str, server: &str) -> PathBuf {
+    let path = config(dir, bootstrap, server);
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "      auto-offset-reset: earliest\n",
+        "      auto-offset-reset: earliest\n      assignment: group\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 pub fn start(config: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_iceberg-cdc-sink"))
         .arg("--config")
