@@ -108,14 +108,7 @@ fn debezium_topics_through_a_real_broker_exactly_once_across_kill_nine() {
     let stream = stream(6000, 21);
     let ends = produce(&tansu.bootstrap, &server, &stream);
     let cfg = config(dir.path(), &tansu.bootstrap, &server);
-    let mut seed: u64 = 5;
-    for _ in 0..10 {
-        let mut child = start(&cfg);
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        std::thread::sleep(Duration::from_millis(1000 + (seed >> 33) % 2500));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-    }
+    kill_nine_ten_times(&cfg, 5, Duration::from_millis(1000));
     let mut child = start(&cfg);
     wait_until_durable(dir.path(), &ends, &mut child);
     stop(child);

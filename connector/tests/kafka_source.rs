@@ -53,14 +53,7 @@ fn kill_nine_at_random_moments_then_exactly_once() {
     let ends = produce_on(&cluster, &stream);
     // in a consumer group: each restart joins it again
     let cfg = group_config(dir.path(), &cluster.bootstrap_servers(), "shop");
-    let mut seed: u64 = 21;
-    for _ in 0..10 {
-        let mut child = start(&cfg);
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        std::thread::sleep(Duration::from_millis(800 + (seed >> 33) % 2500));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-    }
+    kill_nine_ten_times(&cfg, 21, Duration::from_millis(800));
     let mut child = start(&cfg);
     wait_until_durable(dir.path(), &ends, &mut child);
     stop(child);

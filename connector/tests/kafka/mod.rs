@@ -178,6 +178,18 @@ pub fn wait_until_durable(dir: &Path, ends: &BTreeMap<String, i64>, child: &mut 
     }
 }
 
+/// Starts the connector and kills it with SIGKILL, ten times, each after `at_least` plus up
+/// to 2.5 s (random, from `seed`).
+pub fn kill_nine_ten_times(config: &Path, mut seed: u64, at_least: Duration) {
+    for _ in 0..10 {
+        let mut child = start(config);
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        std::thread::sleep(at_least + Duration::from_millis((seed >> 33) % 2500));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+}
+
 pub fn stop(mut child: Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
