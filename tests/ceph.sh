@@ -43,6 +43,9 @@ osd crush chooseleaf type = 0
 mon allow pool size one = true
 osd objectstore = memstore
 memstore device bytes = 2147483648
+# a test cluster: never refuse to start because the disk is nearly full
+mon data avail crit = 0
+mon data avail warn = 0
 osd crush update on start = false
 osd class update on start = false
 run dir = $CEPH_DIR/run
