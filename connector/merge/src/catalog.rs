@@ -29,6 +29,7 @@ pub struct CatalogConfig {
 
 pub struct Catalog {
     name: String,
+    storage: Storage,
     sql: SqlCatalog,
     pool: AnyPool,
     postgres: bool,
@@ -73,6 +74,7 @@ impl Catalog {
             })?;
         Ok(Catalog {
             name: config.name.clone(),
+            storage,
             sql,
             pool,
             postgres,
@@ -80,6 +82,11 @@ impl Catalog {
     }
 
     /// Loads a table, or `None` when the catalog has no such table.
+    /// The warehouse's store (for listing: orphan removal).
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
     pub async fn load(&self, ident: &TableIdent) -> Result<Option<Table>, MergeError> {
         if !self.sql.table_exists(ident).await.map_err(catalog_err)? {
             return Ok(None);
@@ -92,6 +99,13 @@ impl Catalog {
     }
 
     /// Creates a table (and its namespace when missing).
+    /// A table that must exist (it is being written to).
+    pub async fn load_existing(&self, ident: &TableIdent) -> Result<Table, MergeError> {
+        self.load(ident)
+            .await?
+            .ok_or_else(|| MergeError::Catalog(format!("{ident} disappeared")))
+    }
+
     pub async fn create(
         &self,
         ident: &TableIdent,

@@ -1,18 +1,21 @@
-//! Our own Iceberg commit: the `iceberg` crate 0.10.1 cannot commit delete files, so a
-//! snapshot is assembled from its public parts: manifests for the new data and delete files,
-//! the parent's manifests carried over, a manifest list, a `Snapshot` with its summary, new
+//! Our own Iceberg commit: the `iceberg` crate 0.10.1 cannot commit delete files or remove
+//! data files, so a snapshot is assembled from its public parts: manifests for the new data
+//! and delete files, the parent's manifests carried over (those holding a removed file
+//! rewritten with it marked deleted), a manifest list, a `Snapshot` with its summary, new
 //! table metadata through `TableMetadataBuilder`, then the catalog's compare-and-swap.
+//! [`commit_metadata`] is the same swap for metadata-only changes (snapshot expiry).
 
 use crate::catalog::Catalog;
 use crate::MergeError;
 use iceberg::io::FileIO;
 use iceberg::spec::{
-    DataContentType, DataFile, FormatVersion, ManifestFile, ManifestList, ManifestListWriter,
-    ManifestWriterBuilder, Operation, Snapshot, Summary, TableMetadata, TableMetadataBuilder,
+    DataContentType, DataFile, FormatVersion, ManifestContentType, ManifestFile, ManifestList,
+    ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot, Summary, TableMetadata,
+    TableMetadataBuilder,
 };
 use iceberg::table::Table;
 use iceberg::MetadataLocation;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 
 /// A file that is live in the current snapshot, with what a manifest needs to carry or
@@ -23,6 +26,8 @@ pub struct LiveFile {
     pub snapshot_id: i64,
     pub sequence_number: i64,
     pub file_sequence_number: Option<i64>,
+    /// The partition spec of the manifest that lists it.
+    pub spec_id: i32,
 }
 
 /// What one commit changes.
@@ -30,18 +35,13 @@ pub struct LiveFile {
 pub struct Changes {
     pub added_data: Vec<DataFile>,
     pub added_deletes: Vec<DataFile>,
-    /// Files removed from the table (a truncate removes every live file).
-    pub removed: Vec<LiveFile>,
-    /// Keep the parent's manifests (false when every live file is removed).
-    pub keep_parent: bool,
+    /// Paths of live files (data or delete) removed from the table: a truncate removes every
+    /// live file, a compaction the files it rewrote. Each must be live in the parent.
+    pub removed: HashSet<String>,
+    /// The snapshot's operation; `None`: `append` or `overwrite` by what changes.
+    pub operation: Option<Operation>,
     /// Caller properties for the snapshot summary (source offsets, connector id).
     pub properties: HashMap<String, String>,
-}
-
-/// A manifest entry to write.
-enum Entry<'a> {
-    Added(&'a DataFile),
-    Removed(&'a LiveFile),
 }
 
 /// The outcome of one attempt.
@@ -76,6 +76,7 @@ pub async fn live_files(table: &Table) -> Result<Vec<LiveFile>, MergeError> {
                 snapshot_id: entry.snapshot_id().unwrap_or(snapshot.snapshot_id()),
                 sequence_number: entry.sequence_number().unwrap_or(0),
                 file_sequence_number: entry.file_sequence_number,
+                spec_id: manifest.partition_spec_id,
             });
         }
     }
@@ -86,33 +87,48 @@ pub async fn live_files(table: &Table) -> Result<Vec<LiveFile>, MergeError> {
 /// manifests, data and delete files (live or kept for time travel), and the metadata files
 /// of the metadata log. What is under the table location and not here is an orphan.
 pub async fn referenced_files(table: &Table) -> Result<BTreeSet<String>, MergeError> {
-    let metadata = table.metadata();
-    let file_io = table.file_io();
-    let mut out = BTreeSet::new();
+    let mut out: BTreeSet<String> = snapshot_files(table, table.metadata().snapshots())
+        .await?
+        .into_keys()
+        .collect();
     out.extend(table.metadata_location().map(str::to_owned));
     out.extend(
-        metadata
+        table
+            .metadata()
             .metadata_log()
             .iter()
             .map(|m| m.metadata_file.clone()),
     );
-    let mut manifests_seen = BTreeSet::new();
-    for snapshot in metadata.snapshots() {
-        out.insert(snapshot.manifest_list().to_owned());
+    Ok(out)
+}
+
+/// The files `snapshots` reach (manifest lists, manifests, data and delete files), with
+/// their sizes where the metadata records them (0 for manifest lists).
+pub async fn snapshot_files<'a>(
+    table: &Table,
+    snapshots: impl IntoIterator<Item = &'a iceberg::spec::SnapshotRef>,
+) -> Result<BTreeMap<String, u64>, MergeError> {
+    let metadata = table.metadata();
+    let file_io = table.file_io();
+    let mut out = BTreeMap::new();
+    for snapshot in snapshots {
+        out.insert(snapshot.manifest_list().to_owned(), 0);
         for manifest in manifest_list(file_io, metadata, snapshot.manifest_list()).await? {
-            if !manifests_seen.insert(manifest.manifest_path.clone()) {
+            if out.contains_key(&manifest.manifest_path) {
                 continue;
             }
-            out.insert(manifest.manifest_path.clone());
+            out.insert(
+                manifest.manifest_path.clone(),
+                u64::try_from(manifest.manifest_length).unwrap_or(0),
+            );
             let m = manifest
                 .load_manifest(file_io)
                 .await
                 .map_err(err("reading a manifest"))?;
-            out.extend(
-                m.entries()
-                    .iter()
-                    .map(|e| e.data_file().file_path().to_owned()),
-            );
+            for e in m.entries() {
+                let f = e.data_file();
+                out.insert(f.file_path().to_owned(), f.file_size_in_bytes());
+            }
         }
     }
     Ok(out)
@@ -174,27 +190,9 @@ pub async fn commit(
             file_io.new_output(&path).map_err(err("manifest"))
         };
 
-    // one manifest per kind of entry: added data, added deletes, removed data, removed deletes
-    let is_data = |f: &DataFile| f.content_type() == DataContentType::Data;
-    let removed = |data: bool| {
-        changes
-            .removed
-            .iter()
-            .filter(move |f| is_data(&f.file) == data)
-            .map(Entry::Removed)
-            .collect::<Vec<_>>()
-    };
-    let groups: [(bool, Vec<Entry>); 4] = [
-        (true, changes.added_data.iter().map(Entry::Added).collect()),
-        (
-            false,
-            changes.added_deletes.iter().map(Entry::Added).collect(),
-        ),
-        (true, removed(true)),
-        (false, removed(false)),
-    ];
-    for (data, entries) in groups {
-        if entries.is_empty() {
+    // one manifest for the added data files, one for the added delete files
+    for (data, files) in [(true, &changes.added_data), (false, &changes.added_deletes)] {
+        if files.is_empty() {
             continue;
         }
         let builder = ManifestWriterBuilder::new(
@@ -208,16 +206,9 @@ pub async fn commit(
         } else {
             builder.build_v2_deletes()
         };
-        for entry in entries {
-            match entry {
-                Entry::Added(f) => w.add_file(f.clone(), sequence),
-                Entry::Removed(f) => w.add_delete_file(
-                    f.file.clone(),
-                    f.sequence_number,
-                    Some(f.file_sequence_number.unwrap_or(f.sequence_number)),
-                ),
-            }
-            .map_err(err("manifest entry"))?;
+        for f in files {
+            w.add_file(f.clone(), sequence)
+                .map_err(err("manifest entry"))?;
         }
         manifests.push(
             w.write_manifest_file()
@@ -225,10 +216,85 @@ pub async fn commit(
                 .map_err(err("writing a manifest"))?,
         );
     }
-    if changes.keep_parent {
-        if let Some(parent) = parent {
-            manifests.extend(manifest_list(file_io, metadata, parent.manifest_list()).await?);
+    // the parent's manifests: carried as they are, rewritten when they hold a removed file,
+    // dropped when nothing in them is live any more
+    let mut found: HashSet<&str> = HashSet::new();
+    let mut removed = Removed::default();
+    if let Some(parent) = parent {
+        for manifest in manifest_list(file_io, metadata, parent.manifest_list()).await? {
+            let live = manifest.added_files_count.unwrap_or(1) > 0
+                || manifest.existing_files_count.unwrap_or(1) > 0;
+            if !live {
+                continue;
+            }
+            if changes.removed.is_empty() {
+                manifests.push(manifest);
+                continue;
+            }
+            let m = manifest
+                .load_manifest(file_io)
+                .await
+                .map_err(err("reading a manifest"))?;
+            let hit = m
+                .entries()
+                .iter()
+                .any(|e| e.is_alive() && changes.removed.contains(e.data_file().file_path()));
+            if !hit {
+                manifests.push(manifest);
+                continue;
+            }
+            let spec = metadata
+                .partition_spec_by_id(manifest.partition_spec_id)
+                .ok_or_else(|| {
+                    MergeError::Commit(format!(
+                        "manifest {} has unknown partition spec {}",
+                        manifest.manifest_path, manifest.partition_spec_id
+                    ))
+                })?;
+            let builder = ManifestWriterBuilder::new(
+                next_manifest(&mut written)?,
+                Some(snapshot_id),
+                schema.clone(),
+                spec.as_ref().clone(),
+            );
+            let mut w = match manifest.content {
+                ManifestContentType::Data => builder.build_v2_data(),
+                ManifestContentType::Deletes => builder.build_v2_deletes(),
+            };
+            for e in m.entries().iter().filter(|e| e.is_alive()) {
+                let f = e.data_file();
+                let seq = e.sequence_number().unwrap_or(0);
+                let file_seq = Some(e.file_sequence_number.unwrap_or(seq));
+                if let Some(path) = changes.removed.get(f.file_path()) {
+                    found.insert(path.as_str());
+                    removed.count(f);
+                    w.add_delete_file(f.clone(), seq, file_seq)
+                } else {
+                    let added_by = e.snapshot_id().unwrap_or(parent.snapshot_id());
+                    w.add_existing_file(f.clone(), added_by, seq, file_seq)
+                }
+                .map_err(err("manifest entry"))?;
+            }
+            manifests.push(
+                w.write_manifest_file()
+                    .await
+                    .map_err(err("writing a manifest"))?,
+            );
         }
+    }
+    if found.len() != changes.removed.len() {
+        for path in &written {
+            let _ = file_io.delete(path).await;
+        }
+        let missing = changes
+            .removed
+            .iter()
+            .find(|p| !found.contains(p.as_str()))
+            .cloned()
+            .unwrap_or_default();
+        return Err(MergeError::Commit(format!(
+            "{missing} is to be removed but is not live in the parent snapshot"
+        )));
     }
 
     let list_path = format!("{location}/metadata/snap-{snapshot_id}-1-{commit_uuid}.avro");
@@ -256,7 +322,7 @@ pub async fn commit(
         .with_sequence_number(sequence)
         .with_timestamp_ms(now_ms().max(metadata.last_updated_ms() + 1))
         .with_manifest_list(list_path)
-        .with_summary(summary(&changes))
+        .with_summary(summary(&changes, &removed))
         .with_schema_id(schema.schema_id())
         .build();
     let new_metadata =
@@ -266,7 +332,38 @@ pub async fn commit(
             .build()
             .map_err(err("new table metadata"))?
             .metadata;
-    let new_location = MetadataLocation::from_str(&base_location)
+    let outcome = commit_metadata(catalog, table, new_metadata).await?;
+    if matches!(outcome, Outcome::Conflict) {
+        // ours never became visible: remove the manifests and list this attempt wrote (best
+        // effort; what stays is found by orphan removal). The added data and delete files
+        // are the caller's: it may commit them again on the new table, or [`discard`] them.
+        for path in written {
+            let _ = file_io.delete(&path).await;
+        }
+    }
+    Ok(outcome)
+}
+
+/// Deletes files written for a commit that will not be made (best effort: what stays is
+/// found by orphan removal).
+pub async fn discard(file_io: &FileIO, files: impl IntoIterator<Item = &DataFile>) {
+    for f in files {
+        let _ = file_io.delete(f.file_path()).await;
+    }
+}
+
+/// Writes `new_metadata` as the table's next metadata file and swaps the catalog's pointer
+/// from `table`'s metadata file to it.
+pub async fn commit_metadata(
+    catalog: &Catalog,
+    table: &Table,
+    new_metadata: TableMetadata,
+) -> Result<Outcome, MergeError> {
+    let file_io = table.file_io();
+    let base_location = table
+        .metadata_location()
+        .ok_or_else(|| MergeError::Commit("the table has no metadata location".into()))?;
+    let new_location = MetadataLocation::from_str(base_location)
         .map_err(err("metadata location"))?
         .with_next_version()
         .with_new_metadata(&new_metadata);
@@ -275,20 +372,11 @@ pub async fn commit(
         .await
         .map_err(err("writing table metadata"))?;
     let new_location = new_location.to_string();
-    written.push(new_location.clone());
-
     if !catalog
-        .swap(table.identifier(), &base_location, &new_location)
+        .swap(table.identifier(), base_location, &new_location)
         .await?
     {
-        // ours never became visible: remove what this attempt wrote (best effort; what stays
-        // is found by orphan removal)
-        for path in written {
-            let _ = file_io.delete(&path).await;
-        }
-        for f in changes.added_data.iter().chain(&changes.added_deletes) {
-            let _ = file_io.delete(f.file_path()).await;
-        }
+        let _ = file_io.delete(&new_location).await;
         return Ok(Outcome::Conflict);
     }
     let table = Table::builder()
@@ -302,7 +390,28 @@ pub async fn commit(
     Ok(Outcome::Committed(Box::new(table)))
 }
 
-fn summary(changes: &Changes) -> Summary {
+/// What a commit removed, for its summary.
+#[derive(Default)]
+struct Removed {
+    data_files: u64,
+    records: u64,
+    delete_files: u64,
+    deletes: u64,
+}
+
+impl Removed {
+    fn count(&mut self, f: &DataFile) {
+        if f.content_type() == DataContentType::Data {
+            self.data_files += 1;
+            self.records += f.record_count();
+        } else {
+            self.delete_files += 1;
+            self.deletes += f.record_count();
+        }
+    }
+}
+
+fn summary(changes: &Changes, removed: &Removed) -> Summary {
     let mut props = changes.properties.clone();
     let data_rows: u64 = changes.added_data.iter().map(|f| f.record_count()).sum();
     let delete_rows: u64 = changes.added_deletes.iter().map(|f| f.record_count()).sum();
@@ -320,23 +429,24 @@ fn summary(changes: &Changes) -> Summary {
         changes.added_deletes.len().to_string(),
     );
     props.insert("added-position-deletes".into(), delete_rows.to_string());
-    let removed_data = changes
-        .removed
-        .iter()
-        .filter(|f| f.file.content_type() == DataContentType::Data)
-        .count();
     if !changes.removed.is_empty() {
-        props.insert("deleted-data-files".into(), removed_data.to_string());
-        props.insert(
-            "removed-delete-files".into(),
-            (changes.removed.len() - removed_data).to_string(),
-        );
+        for (key, n) in [
+            ("deleted-data-files", removed.data_files),
+            ("deleted-records", removed.records),
+            ("removed-delete-files", removed.delete_files),
+            ("removed-position-delete-files", removed.delete_files),
+            ("removed-position-deletes", removed.deletes),
+        ] {
+            props.insert(key.into(), n.to_string());
+        }
     }
-    let operation = if changes.added_deletes.is_empty() && changes.removed.is_empty() {
-        Operation::Append
-    } else {
-        Operation::Overwrite
-    };
+    let operation = changes.operation.clone().unwrap_or(
+        if changes.added_deletes.is_empty() && changes.removed.is_empty() {
+            Operation::Append
+        } else {
+            Operation::Overwrite
+        },
+    );
     Summary {
         operation,
         additional_properties: props,

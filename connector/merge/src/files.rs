@@ -164,6 +164,17 @@ impl DataWriter<'_> {
         partition: Option<Struct>,
         batch: &RecordBatch,
     ) -> Result<Vec<DataFile>, MergeError> {
+        let mut writer = self.open_partition(partition).await?;
+        writer.write(batch).await?;
+        writer.close().await
+    }
+
+    /// A rolling writer of data files for one partition (`None`: unpartitioned): batches in,
+    /// files near the target size out, rows in the order written.
+    pub async fn open_partition(
+        &self,
+        partition: Option<Struct>,
+    ) -> Result<PartitionWriter, MergeError> {
         let parquet = ParquetWriterBuilder::new(writer_properties(), self.schema.clone());
         let rolling = RollingFileWriterBuilder::new(
             parquet,
@@ -178,23 +189,11 @@ impl DataWriter<'_> {
         );
         let key = partition
             .map(|data| PartitionKey::new((*self.spec).clone(), self.schema.clone(), data));
-        let mut writer = DataFileWriterBuilder::new(rolling)
+        let inner = DataFileWriterBuilder::new(rolling)
             .build(key)
             .await
             .map_err(iceberg_err("opening a data file"))?;
-        let mut offset = 0;
-        while offset < batch.num_rows() {
-            let len = CHUNK_ROWS.min(batch.num_rows() - offset);
-            writer
-                .write(batch.slice(offset, len))
-                .await
-                .map_err(iceberg_err("writing a data file"))?;
-            offset += len;
-        }
-        writer
-            .close()
-            .await
-            .map_err(iceberg_err("closing a data file"))
+        Ok(PartitionWriter { inner })
     }
 
     /// Writes the position-delete file for one data file: `positions` are its deleted rows.
@@ -253,6 +252,40 @@ impl DataWriter<'_> {
         builder
             .build()
             .map_err(|e| MergeError::Io(format!("position delete file: {e}")))
+    }
+}
+
+type RollingDataWriter = iceberg::writer::base_writer::data_file_writer::DataFileWriter<
+    ParquetWriterBuilder,
+    DefaultLocationGenerator,
+    DefaultFileNameGenerator,
+>;
+
+/// Data files of one partition being written.
+pub struct PartitionWriter {
+    inner: RollingDataWriter,
+}
+
+impl PartitionWriter {
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<(), MergeError> {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = CHUNK_ROWS.min(batch.num_rows() - offset);
+            self.inner
+                .write(batch.slice(offset, len))
+                .await
+                .map_err(iceberg_err("writing a data file"))?;
+            offset += len;
+        }
+        Ok(())
+    }
+
+    /// The files written, in order.
+    pub async fn close(mut self) -> Result<Vec<DataFile>, MergeError> {
+        self.inner
+            .close()
+            .await
+            .map_err(iceberg_err("closing a data file"))
     }
 }
 
@@ -325,6 +358,28 @@ pub async fn read_columns(
         );
     }
     Ok(out)
+}
+
+/// Every row of a data file, in file order, in the table's Arrow schema (`arrow_schema`:
+/// the table's current schema; columns are matched by name).
+pub async fn read_rows(
+    file_io: &FileIO,
+    path: &str,
+    arrow_schema: &ArrowSchemaRef,
+) -> Result<Vec<RecordBatch>, MergeError> {
+    let names: Vec<&str> = arrow_schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    read_columns(file_io, path, &names)
+        .await?
+        .into_iter()
+        .map(|b| {
+            RecordBatch::try_new(arrow_schema.clone(), b.columns().to_vec())
+                .map_err(|e| MergeError::Arrow(format!("{path}: {e}")))
+        })
+        .collect()
 }
 
 /// The positions a position-delete file removes, by data file path.

@@ -112,6 +112,18 @@ impl KeyIndex {
         self.len() == 0
     }
 
+    /// Moves every live row `moved` gives a new place (rows of rewritten files); the others
+    /// stay where they are.
+    pub fn relocate(&mut self, mut moved: impl FnMut(Location) -> Option<Location>) {
+        for loc in self.ints.values_mut().chain(self.bytes.values_mut()) {
+            if loc.file != TOMBSTONE {
+                if let Some(new) = moved(*loc) {
+                    *loc = new;
+                }
+            }
+        }
+    }
+
     pub fn clear(&mut self) {
         self.ints.clear();
         self.bytes.clear();

@@ -5,12 +5,20 @@
 //! Data path of one batch: [`plan`] (newest change per key) -> [`files`] (Parquet data files
 //! and position deletes located through the [`key_index`]) -> [`commit`] (manifests, snapshot,
 //! metadata, the [`catalog`]'s compare-and-swap).
+//!
+//! Beside the writer, [`maintenance`]: [`compaction`] (small files and files with deletes
+//! rewritten, the key index moved along), [`expiry`] (old snapshots and what only they
+//! reach) and [`orphans`] (files no metadata references).
 
 pub mod arrow_rows;
 pub mod catalog;
 pub mod commit;
+pub mod compaction;
+pub mod expiry;
 pub mod files;
 pub mod key_index;
+pub mod maintenance;
+pub mod orphans;
 pub mod plan;
 pub mod schema;
 pub mod storage;

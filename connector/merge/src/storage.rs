@@ -85,6 +85,17 @@ pub struct Storage {
     warehouse: String,
     kind: StoreKind,
     props: HashMap<String, String>,
+    s3: S3Settings,
+}
+
+/// One object (file) found by [`Storage::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its full location, in the form the table's metadata uses (`s3://bucket/key`,
+    /// `file:///path`).
+    pub path: String,
+    pub size: u64,
+    pub modified: std::time::SystemTime,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +137,7 @@ impl Storage {
             warehouse: warehouse.trim_end_matches('/').to_owned(),
             kind,
             props,
+            s3: s3.clone(),
         })
     }
 
@@ -152,6 +164,85 @@ impl Storage {
         FileIOBuilder::new(self.factory())
             .with_props(self.props.clone())
             .build()
+    }
+
+    /// Every object under `prefix` (a location: `s3://bucket/key/`, `file:///path/`), at any
+    /// depth. The `iceberg` crate's `FileIO` cannot list, so this goes to the store itself:
+    /// the file system, or an OpenDAL S3 operator built from the same settings.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>, MergeError> {
+        let prefix = format!("{}/", prefix.trim_end_matches('/'));
+        match self.kind {
+            StoreKind::Local => {
+                let (scheme, dir) = match prefix.strip_prefix("file://") {
+                    Some(path) => ("file://", path.to_owned()),
+                    None => ("", prefix.clone()),
+                };
+                tokio::task::spawn_blocking(move || list_dir(scheme, &dir))
+                    .await
+                    .map_err(|e| MergeError::Io(format!("listing {prefix}: {e}")))?
+            }
+            StoreKind::S3 => {
+                let (scheme, rest) = prefix.split_once("://").unwrap_or(("s3", &prefix));
+                let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+                let op = self.s3_operator(bucket)?;
+                let failed = |e: opendal::Error| {
+                    MergeError::Io(format!(
+                        "listing {prefix}: {}",
+                        self.explain(&with_causes(&e))
+                    ))
+                };
+                let entries = op.list_with(key).recursive(true).await.map_err(failed)?;
+                let mut out = Vec::with_capacity(entries.len());
+                for entry in entries {
+                    let meta = entry.metadata();
+                    if meta.is_dir() {
+                        continue;
+                    }
+                    let modified = match meta.last_modified() {
+                        Some(t) => t.into(),
+                        None => op
+                            .stat(entry.path())
+                            .await
+                            .map_err(failed)?
+                            .last_modified()
+                            .map(Into::into)
+                            // unknown age: never old enough to delete
+                            .unwrap_or_else(std::time::SystemTime::now),
+                    };
+                    out.push(Listed {
+                        path: format!("{scheme}://{bucket}/{}", entry.path()),
+                        size: meta.content_length(),
+                        modified,
+                    });
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    fn s3_operator(&self, bucket: &str) -> Result<opendal::Operator, MergeError> {
+        let s = &self.s3;
+        let mut b = opendal::services::S3::default()
+            .bucket(bucket)
+            .region(s.region.as_deref().unwrap_or("us-east-1"));
+        if let Some(e) = &s.endpoint {
+            b = b.endpoint(e).disable_ec2_metadata();
+        }
+        if let Some(k) = &s.access_key {
+            b = b.access_key_id(k);
+        }
+        if let Some(k) = &s.secret_key {
+            b = b.secret_access_key(k);
+        }
+        if let Some(t) = &s.session_token {
+            b = b.session_token(t);
+        }
+        if !s.path_style.unwrap_or(s.endpoint.is_some()) {
+            b = b.enable_virtual_host_style();
+        }
+        Ok(opendal::Operator::new(b)
+            .map_err(|e| MergeError::Io(format!("S3 client for bucket {bucket}: {e}")))?
+            .finish())
     }
 
     /// Writes, reads back and deletes one small object under the warehouse: the first
@@ -231,6 +322,38 @@ impl Storage {
         let answer = answer.rsplit_once("} => ").map_or(answer, |(_, rest)| rest);
         MergeError::Io(format!("{why}: {answer}"))
     }
+}
+
+/// Files under a local folder, recursively; a missing folder has none.
+fn list_dir(scheme: &str, dir: &str) -> Result<Vec<Listed>, MergeError> {
+    let mut out = Vec::new();
+    let mut pending = vec![std::path::PathBuf::from(dir)];
+    while let Some(d) = pending.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(MergeError::Io(format!("listing {}: {e}", d.display()))),
+        };
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| MergeError::Io(format!("listing {}: {e}", d.display())))?;
+            let meta = entry
+                .metadata()
+                .map_err(|e| MergeError::Io(format!("{}: {e}", entry.path().display())))?;
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else if meta.is_file() {
+                out.push(Listed {
+                    path: format!("{scheme}{}", entry.path().display()),
+                    size: meta.len(),
+                    modified: meta
+                        .modified()
+                        .unwrap_or_else(|_| std::time::SystemTime::now()),
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// An error with the chain of its causes (the TLS or socket failure under an HTTP error).

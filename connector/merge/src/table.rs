@@ -3,9 +3,11 @@
 
 use crate::arrow_rows::{value_at, Row};
 use crate::catalog::Catalog;
-use crate::commit::{commit, live_files, Changes, LiveFile, Outcome};
+use crate::commit::{commit, discard, live_files, Changes, Outcome};
+use crate::compaction::{self, Committed, CompactionPolicy, CompactionReport, Rewrite};
 use crate::files::{read_columns, read_position_deletes, DataWriter, WriteOptions};
 use crate::key_index::{Key, KeyIndex, Location};
+use crate::maintenance::{tidy, MaintenancePolicy, MaintenanceReport};
 use crate::plan::{plan, Action};
 use crate::schema::{
     partition_spec, table_schema, untyped_columns, MetadataColumns, Partitioning, LSN_COLUMN,
@@ -226,19 +228,117 @@ impl CdcTable {
     }
 
     /// The summary properties of the newest snapshot whose summary has `key`, walking back
-    /// from the current one (another writer's snapshots in between are passed over).
+    /// from the current one (another writer's snapshots and compactions in between are
+    /// passed over). Where the chain of parents ends at an expired snapshot, the walk goes on
+    /// through the older snapshots the table still keeps (snapshot expiry keeps the newest
+    /// snapshot of every connector).
     pub fn last_summary_with(&self, key: &str) -> Option<HashMap<String, String>> {
         let metadata = self.table.metadata();
-        let mut snapshot = metadata.current_snapshot().cloned();
-        while let Some(s) = snapshot {
-            if s.summary().additional_properties.contains_key(key) {
-                return Some(s.summary().additional_properties.clone());
+        newest_in_history(metadata, |s| {
+            s.summary().additional_properties.contains_key(key)
+        })
+        .map(|s| s.summary().additional_properties.clone())
+    }
+
+    /// Compacts the table (see [`crate::compaction`]) and moves the key index along: the
+    /// rows of rewritten files get their new file and position. When other writers committed
+    /// meanwhile, the index is rebuilt from the new table instead.
+    pub async fn compact(
+        &mut self,
+        catalog: &Catalog,
+        policy: &CompactionPolicy,
+    ) -> Result<CompactionReport, MergeError> {
+        let started = std::time::Instant::now();
+        let mut conflicts = 0;
+        loop {
+            let Some(rewrite) = compaction::prepare(&self.table, policy).await? else {
+                return Ok(CompactionReport {
+                    conflicts,
+                    elapsed: started.elapsed(),
+                    ..CompactionReport::default()
+                });
+            };
+            let mut report = rewrite.report.clone();
+            report.conflicts = conflicts;
+            match compaction::commit(catalog, &rewrite, policy.max_attempts).await? {
+                Committed::OnBase(table) => {
+                    self.follow_rewrite(&rewrite);
+                    self.set_table(*table)?;
+                }
+                Committed::Rebased(table) => {
+                    self.set_table(*table)?;
+                    self.rebuild_index().await?;
+                }
+                Committed::Dropped(reason) => {
+                    conflicts += 1;
+                    tracing::info!(table = %self.table.identifier(), reason, "compaction dropped");
+                    self.reload(catalog).await?;
+                    if conflicts >= policy.max_attempts {
+                        return Ok(CompactionReport {
+                            conflicts,
+                            elapsed: started.elapsed(),
+                            ..CompactionReport::default()
+                        });
+                    }
+                    continue;
+                }
             }
-            snapshot = s
-                .parent_snapshot_id()
-                .and_then(|p| metadata.snapshot_by_id(p).cloned());
+            report.snapshot_id = self.table.metadata().current_snapshot_id();
+            report.elapsed = started.elapsed();
+            return Ok(report);
         }
-        None
+    }
+
+    /// Runs the maintenance `policy` switches on: compaction with the index moved along,
+    /// then snapshot expiry and orphan removal.
+    pub async fn maintain(
+        &mut self,
+        catalog: &Catalog,
+        policy: &MaintenancePolicy,
+    ) -> Result<MaintenanceReport, MergeError> {
+        let mut report = MaintenanceReport::default();
+        if let Some(p) = &policy.compaction {
+            let r = self.compact(catalog, p).await?;
+            tracing::info!(table = %self.table.identifier(), "compaction: {r}");
+            report.compaction = Some(r);
+        }
+        let table = tidy(catalog, self.table.clone(), policy, &mut report).await?;
+        self.set_table(table)?;
+        Ok(report)
+    }
+
+    /// The index after a rewrite committed on the table it was read from.
+    fn follow_rewrite(&mut self, rewrite: &Rewrite) {
+        let new_ids: Vec<u32> = rewrite
+            .added
+            .iter()
+            .map(|f| self.register(f.clone()))
+            .collect();
+        let mut moved: HashMap<u32, &compaction::Moves> = HashMap::new();
+        for (path, moves) in &rewrite.moves {
+            if let Some(id) = self.file_ids.remove(path) {
+                moved.insert(id, moves);
+                if let Some(slot) = self.files.get_mut(id as usize) {
+                    *slot = None;
+                }
+            }
+        }
+        self.index.relocate(|loc| {
+            let (file, pos) = moved.get(&loc.file)?.get(loc.pos as usize).copied()??;
+            Some(Location {
+                file: new_ids[file as usize],
+                pos,
+                lsn: loc.lsn,
+            })
+        });
+    }
+
+    /// The table as the catalog has it now, with its index rebuilt (after a lost
+    /// compare-and-swap).
+    async fn reload(&mut self, catalog: &Catalog) -> Result<(), MergeError> {
+        let table = catalog.load_existing(self.table.identifier()).await?;
+        self.set_table(table)?;
+        self.rebuild_index().await
     }
 
     /// Reads the key columns and LSNs of every live data file, less its position deletes.
@@ -336,14 +436,7 @@ impl CdcTable {
                         )));
                     }
                     tracing::info!(table = %self.table.identifier(), conflicts, "commit conflict; reloading");
-                    let table = catalog
-                        .load(self.table.identifier())
-                        .await?
-                        .ok_or_else(|| {
-                            MergeError::Catalog(format!("{} disappeared", self.table.identifier()))
-                        })?;
-                    self.set_table(table)?;
-                    self.rebuild_index().await?;
+                    self.reload(catalog).await?;
                 }
             }
         }
@@ -410,10 +503,14 @@ impl CdcTable {
                     .await?,
             );
         }
-        let removed: Vec<LiveFile> = if plan.truncate {
-            live_files(&self.table).await?
+        let removed: HashSet<String> = if plan.truncate {
+            live_files(&self.table)
+                .await?
+                .into_iter()
+                .map(|f| f.file.file_path().to_owned())
+                .collect()
         } else {
-            Vec::new()
+            HashSet::new()
         };
         applied.data_files = written.len();
         applied.delete_files = delete_files.len();
@@ -421,12 +518,21 @@ impl CdcTable {
             added_data: written.iter().map(|w| w.file.clone()).collect(),
             added_deletes: delete_files,
             removed,
-            keep_parent: !plan.truncate,
+            operation: None,
             properties,
         };
+        let added: Vec<DataFile> = changes
+            .added_data
+            .iter()
+            .chain(&changes.added_deletes)
+            .cloned()
+            .collect();
         let table = match commit(catalog, &self.table, changes).await? {
             Outcome::Committed(table) => *table,
-            Outcome::Conflict => return Ok(None),
+            Outcome::Conflict => {
+                discard(self.table.file_io(), &added).await;
+                return Ok(None);
+            }
         };
         applied.snapshot_id = table.metadata().current_snapshot_id();
         self.set_table(table)?;
@@ -517,6 +623,32 @@ impl CdcTable {
         }
         Ok(())
     }
+}
+
+/// The newest snapshot matching `wanted` in the current snapshot's history: its chain of
+/// parents, then, where that chain ends at an expired snapshot, the older snapshots still
+/// kept, newest first.
+pub fn newest_in_history(
+    metadata: &iceberg::spec::TableMetadata,
+    wanted: impl Fn(&iceberg::spec::Snapshot) -> bool,
+) -> Option<&iceberg::spec::SnapshotRef> {
+    let mut snapshot = metadata.current_snapshot();
+    let mut oldest_seen = i64::MAX;
+    while let Some(s) = snapshot {
+        if wanted(s) {
+            return Some(s);
+        }
+        oldest_seen = s.sequence_number();
+        snapshot = s
+            .parent_snapshot_id()
+            .and_then(|p| metadata.snapshot_by_id(p));
+    }
+    let mut older: Vec<&iceberg::spec::SnapshotRef> = metadata
+        .snapshots()
+        .filter(|s| s.sequence_number() < oldest_seen)
+        .collect();
+    older.sort_by_key(|s| std::cmp::Reverse(s.sequence_number()));
+    older.into_iter().find(|s| wanted(s))
 }
 
 fn arrow_schema_of(table: &Table) -> Result<arrow_schema::SchemaRef, MergeError> {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod items;
+
 use cdc_tests::readers::{self, PyCatalog};
 use iceberg_cdc_merge::CatalogConfig;
 use serde_json::Value;

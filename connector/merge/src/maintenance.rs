@@ -1,0 +1,65 @@
+//! Table maintenance: [`compaction`](crate::compaction), [`expiry`](crate::expiry) and
+//! [`orphans`](crate::orphans), in that order, each switched on by its own policy.
+
+use crate::catalog::Catalog;
+use crate::compaction::{compact, CompactionPolicy, CompactionReport};
+use crate::expiry::{expire, ExpiryPolicy, ExpiryReport};
+use crate::orphans::{remove_orphans, OrphanPolicy, OrphanReport};
+use crate::MergeError;
+use iceberg::table::Table;
+
+/// What maintenance does to one table; `None` switches a task off.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenancePolicy {
+    pub compaction: Option<CompactionPolicy>,
+    pub expiry: Option<ExpiryPolicy>,
+    pub orphans: Option<OrphanPolicy>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    pub compaction: Option<CompactionReport>,
+    pub expiry: Option<ExpiryReport>,
+    pub orphans: Option<OrphanReport>,
+}
+
+/// Expiry and orphan removal: the tasks that leave the live files alone.
+pub async fn tidy(
+    catalog: &Catalog,
+    table: Table,
+    policy: &MaintenancePolicy,
+    report: &mut MaintenanceReport,
+) -> Result<Table, MergeError> {
+    let mut table = table;
+    if let Some(p) = &policy.expiry {
+        let (t, r) = expire(catalog, &table, p).await?;
+        tracing::info!(table = %t.identifier(), "snapshot expiry: {r}");
+        table = t;
+        report.expiry = Some(r);
+    }
+    if let Some(p) = &policy.orphans {
+        let r = remove_orphans(catalog.storage(), &table, p).await?;
+        tracing::info!(table = %table.identifier(), "orphan removal: {r}");
+        report.orphans = Some(r);
+    }
+    Ok(table)
+}
+
+/// Every task `policy` switches on, for a table no key index follows (the `maintain`
+/// command). The connector maintains its own tables through [`crate::CdcTable::maintain`].
+pub async fn maintain(
+    catalog: &Catalog,
+    table: Table,
+    policy: &MaintenancePolicy,
+) -> Result<(Table, MaintenanceReport), MergeError> {
+    let mut report = MaintenanceReport::default();
+    let mut table = table;
+    if let Some(p) = &policy.compaction {
+        let (t, r) = compact(catalog, &table, p).await?;
+        tracing::info!(table = %t.identifier(), "compaction: {r}");
+        table = t;
+        report.compaction = Some(r);
+    }
+    let table = tidy(catalog, table, policy, &mut report).await?;
+    Ok((table, report))
+}
