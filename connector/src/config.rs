@@ -251,6 +251,9 @@ pub struct IcebergSection {
     pub retries: RetrySection,
     #[serde(default)]
     pub dead_letter: Option<DeadLetterSection>,
+    /// Compaction, snapshot expiry and orphan removal on a schedule.
+    #[serde(default)]
+    pub maintenance: crate::maintenance::MaintenanceSection,
     /// Local `.wasm` files for `transforms:` steps the connector runs itself (file source),
     /// by the name in `uses`.
     #[serde(default)]
@@ -756,6 +759,7 @@ impl ConnectorConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        self.iceberg.maintenance.validate()?;
         if self.meta.kind != CONNECTOR_TYPE {
             bail!("meta.type `{}` is not {CONNECTOR_TYPE}", self.meta.kind);
         }

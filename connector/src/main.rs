@@ -8,6 +8,7 @@ mod batch;
 mod config;
 mod dead_letter;
 mod inspect;
+mod maintenance;
 mod router;
 mod sink;
 mod source;
@@ -46,6 +47,19 @@ enum Command {
         /// Rows to print per table.
         #[arg(long, default_value_t = 20)]
         rows: usize,
+    },
+    /// Compact, expire snapshots and remove orphan files now, as `iceberg.maintenance`
+    /// says (its `enabled` switch is for the schedule only), and print what was done.
+    Maintain {
+        /// Only this table (`namespace.table`; repeatable). Default: every table.
+        #[arg(long = "table")]
+        tables: Vec<String>,
+        /// Only this task (repeatable), even when the config switches it off.
+        #[arg(long = "only", value_enum)]
+        tasks: Vec<maintenance::Task>,
+        /// Orphan removal's safety window (`3d`, `12h`) instead of the config's.
+        #[arg(long, value_parser = |s: &str| maintenance::parse_span(s).map_err(|e| e.to_string()))]
+        orphans_older_than: Option<maintenance::Span>,
     },
     /// Run the debezium-cdc SmartModule (in Fluvio's engine, in-process) over a file of
     /// Debezium messages and print the CDC records as JSON lines.
@@ -99,7 +113,7 @@ fn main() -> Result<()> {
     // the config is read before the runtime starts its threads: trusting a private CA sets
     // process environment variables
     let config = match cli.command {
-        None | Some(Command::Inspect { .. }) => {
+        None | Some(Command::Inspect { .. }) | Some(Command::Maintain { .. }) => {
             let config = load_config(cli.config.as_deref(), cli.secrets.as_deref())?;
             trust_private_ca(&config);
             Some(config)
@@ -121,8 +135,25 @@ fn main() -> Result<()> {
                 &mut stdout.lock(),
             ))
         }
+        (
+            Some(Command::Maintain {
+                tables,
+                tasks,
+                orphans_older_than,
+            }),
+            Some(config),
+        ) => {
+            let stdout = std::io::stdout();
+            runtime.block_on(maintenance::maintain_command(
+                &config,
+                &tables,
+                &tasks,
+                orphans_older_than,
+                &mut stdout.lock(),
+            ))
+        }
         (Some(Command::Transform(args)), _) => run_transform(args),
-        (_, None) => unreachable!("the config is loaded for every command that runs the sink"),
+        (_, None) => anyhow::bail!("--config is required"),
     }
 }
 

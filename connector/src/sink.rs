@@ -9,6 +9,7 @@
 use crate::batch::{Batches, Limits};
 use crate::config::{parse_partition_by, ConnectorConfig, OffsetStart, SourceKind};
 use crate::dead_letter::DeadLetter;
+use crate::maintenance::{maintain_table, Schedule, TableMaintenance};
 use crate::router::route;
 use crate::source::file::{FileSource, LineFormat};
 use crate::source::fluvio::OffsetMirror;
@@ -87,6 +88,7 @@ pub struct Sink {
     limits: Limits,
     dead: DeadLetter,
     next_read: BTreeMap<Partition, i64>,
+    maintenance: Schedule,
     pub stats: Stats,
 }
 
@@ -200,6 +202,7 @@ impl Sink {
             limits,
             dead,
             next_read: BTreeMap::new(),
+            maintenance: Schedule::default(),
             stats: Stats::default(),
         };
         sink.load_committed_tables().await?;
@@ -370,6 +373,7 @@ impl Sink {
             if !due.is_empty() {
                 progress.durable(&self.batches.low_watermark(None, &self.next_read));
             }
+            self.maintain_due().await;
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 let rate = (self.stats.read - read_at_last_progress) as f64
                     / last_progress.elapsed().as_secs_f64();
@@ -399,6 +403,38 @@ impl Sink {
         self.dead.flush().await?;
         self.stats.dead_lettered = self.dead.count;
         Ok(())
+    }
+
+    /// Maintains the first of this connector's tables whose maintenance is due (between
+    /// batches; the key index moves along). A failure is logged and the table tried again
+    /// one interval later: maintenance never holds the stream up, and nothing it does can
+    /// lose a committed row.
+    async fn maintain_due(&mut self) {
+        let section = &self.config.iceberg.maintenance;
+        let target = self.config.iceberg.tables.target_file_size.map(|b| b.0);
+        let settings: HashMap<&TableIdent, TableMaintenance> = self
+            .tables
+            .keys()
+            .map(|i| (i, section.resolve(i, target, CONNECTOR_KEY)))
+            .filter(|(_, t)| t.scheduled)
+            .collect();
+        let now = Instant::now();
+        let Some(ident) = self
+            .maintenance
+            .due(settings.iter().map(|(i, t)| (*i, t.interval)), now)
+        else {
+            return;
+        };
+        let Some(t) = settings.get(&ident).cloned() else {
+            return;
+        };
+        let Some(state) = self.tables.get_mut(&ident) else {
+            return;
+        };
+        if let Err(e) = maintain_table(&self.catalog, &ident, &mut state.table, &t.policy).await {
+            tracing::error!(table = %ident, "maintenance failed (next try in {:?}): {e:#}", t.interval);
+        }
+        self.maintenance.done(&ident, t.interval, Instant::now());
     }
 
     /// One SmartModule output record: routed into a batch, or dead-lettered.

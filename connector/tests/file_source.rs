@@ -3,46 +3,22 @@
 
 use cdc_tests::readers::{self, PyCatalog};
 use cdc_tests::stream::{generate, table_rows, Spec};
-use cdc_tests::{wasm_path, workspace};
+use cdc_tests::{workspace, SinkConfig};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 fn config(dir: &Path, input: &Path, extra: &str) -> PathBuf {
-    let text = format!(
-        r#"apiVersion: 0.2.0
-meta:
-  name: test-sink
-  type: iceberg-cdc-sink
-  version: 0.1.0
-  topic:
-    meta:
-      name: postgres-cdc
-transforms:
-  - uses: cdc-iceberg/debezium-cdc@0.1.0
-    with:
-      operations: "c,u,d,r"
-iceberg:
-  source:
-    type: file
-    path: "{input}"
-    format: key-value
-  catalog:
-    uri: sqlite://{dir}/catalog.db
-    warehouse: file://{dir}/warehouse
-  dead-letter:
-    file: {dir}/dead-letter.jsonl
-  smartmodules:
-    cdc-iceberg/debezium-cdc@0.1.0: {wasm}
-{extra}"#,
-        input = input.display(),
-        dir = dir.display(),
-        wasm = wasm_path().display(),
-    );
-    let path = dir.join("connector.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
+    SinkConfig {
+        name: "test-sink",
+        dir,
+        source: SinkConfig::file_source(input),
+        warehouse: String::new(),
+        params: "      operations: \"c,u,d,r\"\n",
+        extra,
+    }
+    .write()
 }
 
 fn connector(config: &Path) -> Command {

@@ -7,7 +7,7 @@
 use cdc_tests::ceph::Ceph;
 use cdc_tests::readers::{self, PyCatalog};
 use cdc_tests::stream::{generate, table_rows, Spec};
-use cdc_tests::{wasm_path, workspace};
+use cdc_tests::{workspace, SinkConfig};
 use iceberg::TableIdent;
 use iceberg_cdc_merge::{Catalog, CatalogConfig, S3Settings, Storage};
 use serde_json::Value;
@@ -35,40 +35,16 @@ struct Setup<'a> {
 }
 
 fn config(s: &Setup) -> PathBuf {
-    let text = format!(
-        r#"apiVersion: 0.2.0
-meta:
-  name: s3-test-sink
-  type: iceberg-cdc-sink
-  version: 0.1.0
-  topic: postgres-cdc
-transforms:
-  - uses: cdc-iceberg/debezium-cdc@0.1.0
-iceberg:
-  source:
-    type: file
-    path: "{input}"
-    format: key-value
-  catalog:
-    uri: sqlite://{dir}/catalog.db
-    warehouse: {warehouse}
-  storage:
-{storage}
-  dead-letter:
-    file: {dir}/dead-letter.jsonl
-  smartmodules:
-    cdc-iceberg/debezium-cdc@0.1.0: {wasm}
-{extra}"#,
-        input = s.input.display(),
-        dir = s.dir.display(),
-        warehouse = s.warehouse,
-        storage = s.storage,
-        extra = s.extra,
-        wasm = wasm_path().display(),
-    );
-    let path = s.dir.join("connector.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
+    let extra = format!("  storage:\n{}\n{}", s.storage, s.extra);
+    SinkConfig {
+        name: "s3-test-sink",
+        dir: s.dir,
+        source: SinkConfig::file_source(s.input),
+        warehouse: s.warehouse.clone(),
+        params: "",
+        extra: &extra,
+    }
+    .write()
 }
 
 /// The storage section for the plain-HTTP endpoint; the keys come the old job's way, from
@@ -580,4 +556,128 @@ fn bad_credentials_missing_bucket_and_skewed_clock_are_named() {
         Vec::<String>::new(),
         "objects were left"
     );
+}
+
+/// `maintain` against Ceph: compaction and expiry rewrite and delete objects on the store,
+/// orphan removal lists the bucket through OpenDAL and deletes only unreferenced objects
+/// older than the window; the readers then see the same rows.
+#[test]
+fn maintain_on_ceph_compacts_expires_and_removes_only_old_orphans() {
+    let _serial = serial();
+    let ceph = Ceph::from_env();
+    let bucket = ceph.new_bucket("maintain");
+    let dir = tempfile::tempdir().unwrap();
+    let input = workspace().join("tests/fixtures/products.kv");
+    let warehouse = format!("s3://{bucket}/lake");
+    let cfg = config(&Setup {
+        dir: dir.path(),
+        input: &input,
+        warehouse: warehouse.clone(),
+        storage: plain_storage(&ceph),
+        extra: "  batch:\n    max-records: 2\n  maintenance:\n    enabled: false\n    \
+                compaction: { min-input-files: 2 }\n    \
+                expiry: { max-snapshot-age: 0s, min-snapshots: 1 }\n    \
+                orphans: { older-than: 1h }\n",
+    });
+    succeed(
+        connector(&cfg, &ceph.access_key, &ceph.secret_key)
+            .output()
+            .unwrap(),
+    );
+    let catalog = catalog_config(&ceph, dir.path(), &warehouse);
+    let snapshots_before = check_snapshots_complete(&catalog, "public.products");
+    assert!(snapshots_before >= 4, "{snapshots_before}");
+
+    let parquet_before = ceph
+        .keys(&bucket)
+        .iter()
+        .filter(|k| k.ends_with(".parquet"))
+        .count();
+    let out = succeed(
+        connector(&cfg, &ceph.access_key, &ceph.secret_key)
+            .arg("maintain")
+            .output()
+            .unwrap(),
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("compaction: data files"), "{report}");
+    assert!(report.contains("deleted 0 orphans"), "{report}");
+    let parquet_after = ceph
+        .keys(&bucket)
+        .iter()
+        .filter(|k| k.ends_with(".parquet"))
+        .count();
+    // the compaction wrote one file; expiry deleted what it replaced
+    assert!(
+        parquet_after < parquet_before,
+        "{parquet_before} -> {parquet_after}\n{report}"
+    );
+    // one snapshot: the compaction's, which carries the connector's offsets
+    assert_eq!(check_snapshots_complete(&catalog, "public.products"), 1);
+
+    // a lost commit's object, old by the time orphan removal runs; one written just before
+    let io = Storage::new(&warehouse, &catalog.s3).unwrap().file_io();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let plant = |name: &str| {
+        let path = format!("{warehouse}/public/products/data/{name}");
+        runtime.block_on(async {
+            io.new_output(&path)
+                .unwrap()
+                .write(bytes_of(b"stray"))
+                .await
+                .unwrap()
+        });
+    };
+    plant("lost-commit.parquet");
+    std::thread::sleep(Duration::from_secs(6));
+    plant("in-flight.parquet");
+    let out = succeed(
+        connector(&cfg, &ceph.access_key, &ceph.secret_key)
+            .args([
+                "maintain",
+                "--only",
+                "orphans",
+                "--orphans-older-than",
+                "4s",
+            ])
+            .output()
+            .unwrap(),
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("deleted 1 orphans"), "{report}");
+    assert!(report.contains("1 unreferenced but younger"), "{report}");
+    let keys = ceph.keys(&bucket);
+    assert!(
+        !keys.iter().any(|k| k.ends_with("lost-commit.parquet")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(|k| k.ends_with("in-flight.parquet")),
+        "{keys:?}"
+    );
+    assert_eq!(check_snapshots_complete(&catalog, "public.products"), 1);
+    let (py, duck) = read(
+        &ceph,
+        dir.path(),
+        "public.products",
+        "id,name,price,on_offer",
+    );
+    let want = cdc_tests::products_final_rows();
+    assert_eq!(py, want, "PyIceberg");
+    assert_eq!(duck, want, "DuckDB");
+
+    // the connector resumes from the compaction's carried offsets: nothing is applied again
+    let out = succeed(
+        connector(&cfg, &ceph.access_key, &ceph.secret_key)
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap(),
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains(" 0 commits"), "{log}");
+    assert_eq!(check_snapshots_complete(&catalog, "public.products"), 1);
+}
+
+fn bytes_of(b: &'static [u8]) -> bytes::Bytes {
+    bytes::Bytes::from_static(b)
 }

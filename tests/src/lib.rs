@@ -22,6 +22,62 @@ pub fn wasm_path() -> PathBuf {
         })
 }
 
+/// A connector config file for the end-to-end tests: a SQLite catalog and the dead-letter
+/// file in `dir`, the SmartModule from [`wasm_path`], and the test's own lines.
+pub struct SinkConfig<'a> {
+    pub name: &'a str,
+    pub dir: &'a std::path::Path,
+    /// Lines under `iceberg.source` (four spaces in), e.g. [`SinkConfig::file_source`].
+    pub source: String,
+    /// `file://<dir>/warehouse` when empty.
+    pub warehouse: String,
+    /// Lines under the transform's `with:` (six spaces in).
+    pub params: &'a str,
+    /// More keys of the `iceberg:` section (two spaces in).
+    pub extra: &'a str,
+}
+
+impl SinkConfig<'_> {
+    /// The file source over `input` (`-`: stdin), `KEY<TAB>VALUE` lines.
+    pub fn file_source(input: &std::path::Path) -> String {
+        format!(
+            "    type: file\n    path: \"{}\"\n    format: key-value\n",
+            input.display()
+        )
+    }
+
+    /// Writes `<dir>/connector.yaml`.
+    pub fn write(&self) -> PathBuf {
+        let dir = self.dir.display();
+        let warehouse = if self.warehouse.is_empty() {
+            format!("file://{dir}/warehouse")
+        } else {
+            self.warehouse.clone()
+        };
+        let with = if self.params.is_empty() {
+            String::new()
+        } else {
+            format!("    with:\n{}", self.params)
+        };
+        let text = format!(
+            "apiVersion: 0.2.0\n\
+             meta:\n  name: {name}\n  type: iceberg-cdc-sink\n  version: 0.1.0\n  topic: postgres-cdc\n\
+             transforms:\n  - uses: cdc-iceberg/debezium-cdc@0.1.0\n{with}\
+             iceberg:\n  source:\n{source}\
+             \x20 catalog:\n    uri: sqlite://{dir}/catalog.db\n    warehouse: {warehouse}\n\
+             \x20 dead-letter:\n    file: {dir}/dead-letter.jsonl\n\
+             \x20 smartmodules:\n    cdc-iceberg/debezium-cdc@0.1.0: {wasm}\n{extra}",
+            name = self.name,
+            source = self.source,
+            wasm = wasm_path().display(),
+            extra = self.extra,
+        );
+        let path = self.dir.join("connector.yaml");
+        std::fs::write(&path, text).expect("writing the connector config");
+        path
+    }
+}
+
 /// The compiled SmartModule's bytes; a clear error when it was not built.
 pub fn wasm_bytes() -> Result<Vec<u8>> {
     let path = wasm_path();

@@ -102,8 +102,9 @@ pub async fn referenced_files(table: &Table) -> Result<BTreeSet<String>, MergeEr
     Ok(out)
 }
 
-/// The files `snapshots` reach (manifest lists, manifests, data and delete files), with
-/// their sizes where the metadata records them (0 for manifest lists).
+/// The files `snapshots` reach (manifest lists, manifests, the data and delete files their
+/// manifests hold live), with their sizes where the metadata records them (0 for manifest
+/// lists).
 pub async fn snapshot_files<'a>(
     table: &Table,
     snapshots: impl IntoIterator<Item = &'a iceberg::spec::SnapshotRef>,
@@ -125,7 +126,8 @@ pub async fn snapshot_files<'a>(
                 .load_manifest(file_io)
                 .await
                 .map_err(err("reading a manifest"))?;
-            for e in m.entries() {
+            // an entry marked deleted records a removal: no reader needs its file
+            for e in m.entries().iter().filter(|e| e.is_alive()) {
                 let f = e.data_file();
                 out.insert(f.file_path().to_owned(), f.file_size_in_bytes());
             }

@@ -13,6 +13,7 @@
 use crate::catalog::Catalog;
 use crate::commit::{commit as commit_snapshot, discard, live_files, Changes, LiveFile, Outcome};
 use crate::files::{read_position_deletes, read_rows, DataWriter, WriteOptions};
+use crate::table::newest_in_history;
 use crate::MergeError;
 use arrow_array::BooleanArray;
 use iceberg::spec::{DataContentType, DataFile, Operation, Struct};
@@ -33,6 +34,12 @@ pub struct CompactionPolicy {
     pub max_input_bytes: u64,
     /// Rewrites attempted when concurrent commits invalidate one.
     pub max_attempts: u32,
+    /// A snapshot-summary key naming a writer (`cdc.connector`). The compaction's snapshot
+    /// copies the summary properties of the same namespace (`cdc.*`) of the newest snapshot
+    /// that has it: the rows are the same, so the writer's offsets still hold, and snapshot
+    /// expiry need not keep the older snapshot (and with it every file the compaction
+    /// replaced) for the writer's sake.
+    pub carry_summary_of: Option<String>,
 }
 
 impl Default for CompactionPolicy {
@@ -44,6 +51,7 @@ impl Default for CompactionPolicy {
             min_input_files: 5,
             max_input_bytes: 1 << 30,
             max_attempts: 3,
+            carry_summary_of: None,
         }
     }
 }
@@ -411,21 +419,42 @@ pub enum Committed {
     Dropped(String),
 }
 
+/// The summary properties a compaction snapshot on `table` carries (see
+/// [`CompactionPolicy::carry_summary_of`]).
+pub fn carried_summary(table: &Table, key: Option<&str>) -> HashMap<String, String> {
+    let mut out = HashMap::from([("cdc.maintenance".to_owned(), "compaction".to_owned())]);
+    let Some(key) = key else {
+        return out;
+    };
+    let prefix = key.split_once('.').map_or(key, |(ns, _)| ns).to_owned() + ".";
+    let newest = newest_in_history(table.metadata(), |s| {
+        s.summary().additional_properties.contains_key(key)
+    });
+    if let Some(s) = newest {
+        for (k, v) in &s.summary().additional_properties {
+            if k.starts_with(&prefix) && !out.contains_key(k) {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    out
+}
+
 /// Commits a prepared rewrite as a `replace` snapshot.
 pub async fn commit(
     catalog: &Catalog,
     rewrite: &Rewrite,
-    max_attempts: u32,
+    policy: &CompactionPolicy,
 ) -> Result<Committed, MergeError> {
     let mut table = rewrite.base.clone();
     let mut rebased = false;
-    for _ in 0..max_attempts.max(1) * 4 {
+    for _ in 0..policy.max_attempts.max(1) * 4 {
         let changes = Changes {
             added_data: rewrite.added.clone(),
             added_deletes: Vec::new(),
             removed: rewrite.removed.clone(),
             operation: Some(Operation::Replace),
-            properties: HashMap::from([("cdc.maintenance".to_owned(), "compaction".to_owned())]),
+            properties: carried_summary(&table, policy.carry_summary_of.as_deref()),
         };
         match commit_snapshot(catalog, &table, changes).await? {
             Outcome::Committed(t) if rebased => return Ok(Committed::Rebased(t)),
@@ -465,7 +494,7 @@ pub async fn compact(
             };
             return Ok((table, report));
         };
-        match commit(catalog, &rewrite, policy.max_attempts).await? {
+        match commit(catalog, &rewrite, policy).await? {
             Committed::OnBase(t) | Committed::Rebased(t) => {
                 let mut report = rewrite.report.clone();
                 report.conflicts = conflicts;
@@ -513,6 +542,7 @@ mod tests {
             min_input_files: 3,
             max_input_bytes: 10_000,
             max_attempts: 3,
+            carry_summary_of: None,
         }
     }
 

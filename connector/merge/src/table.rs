@@ -260,7 +260,7 @@ impl CdcTable {
             };
             let mut report = rewrite.report.clone();
             report.conflicts = conflicts;
-            match compaction::commit(catalog, &rewrite, policy.max_attempts).await? {
+            match compaction::commit(catalog, &rewrite, policy).await? {
                 Committed::OnBase(table) => {
                     self.follow_rewrite(&rewrite);
                     self.set_table(*table)?;

@@ -152,7 +152,11 @@ async fn compaction_keeps_every_row_and_the_stream_goes_on() {
     );
     assert_readers(&config, &table, &stream.model, "before compaction").await;
 
-    let report = table.compact(&catalog, &eager()).await.unwrap();
+    let carrying = CompactionPolicy {
+        carry_summary_of: Some("cdc.connector".into()),
+        ..eager()
+    };
+    let report = table.compact(&catalog, &carrying).await.unwrap();
     let (data_after, deletes_after) = file_counts(table.table()).await;
     assert!(report.files_rewritten > 0, "{report}");
     assert!(
@@ -167,6 +171,10 @@ async fn compaction_keeps_every_row_and_the_stream_goes_on() {
     assert_eq!(report.rows_written, stream.model.len() as u64, "{report}");
     let current = table.table().metadata().current_snapshot().unwrap();
     assert_eq!(current.summary().operation, Operation::Replace);
+    // the rows are the same: the connector's offsets carry over to the compaction
+    let props = &current.summary().additional_properties;
+    assert_eq!(props["cdc.offsets"], "{\"0\":29}");
+    assert_eq!(props["cdc.connector"], "items-sink");
     assert_readers(&config, &table, &stream.model, "after compaction").await;
     assert_eq!(table.index().live_len(), stream.model.len());
     // nothing left to do: a second run rewrites nothing
@@ -229,7 +237,10 @@ async fn a_compaction_racing_stream_commits_loses_no_update_and_resurrects_no_ro
         .apply(&catalog, &records, HashMap::new())
         .await
         .unwrap();
-    match compaction::commit(&catalog, &rewrite, 3).await.unwrap() {
+    match compaction::commit(&catalog, &rewrite, &eager())
+        .await
+        .unwrap()
+    {
         Committed::Dropped(reason) => assert!(reason.contains("deleted rows"), "{reason}"),
         _ => panic!("a rewrite of changed rows was committed"),
     }
@@ -260,7 +271,10 @@ async fn a_compaction_racing_stream_commits_loses_no_update_and_resurrects_no_ro
         .apply(&catalog, &records, HashMap::new())
         .await
         .unwrap();
-    let compacted = match compaction::commit(&catalog, &rewrite, 3).await.unwrap() {
+    let compacted = match compaction::commit(&catalog, &rewrite, &eager())
+        .await
+        .unwrap()
+    {
         Committed::Rebased(t) => t,
         Committed::OnBase(_) => panic!("the stream's commit was not seen"),
         Committed::Dropped(reason) => panic!("an independent commit dropped it: {reason}"),

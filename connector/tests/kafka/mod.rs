@@ -5,7 +5,7 @@
 
 use cdc_tests::readers::{self, PyCatalog};
 use cdc_tests::stream::{generate, table_rows, Generated, Spec};
-use cdc_tests::wasm_path;
+use cdc_tests::SinkConfig;
 use iceberg_cdc_merge::{Catalog, CatalogConfig};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -54,45 +54,22 @@ pub fn partition_of(key: &[u8]) -> i32 {
 }
 
 pub fn config(dir: &Path, bootstrap: &str, server: &str) -> PathBuf {
-    let text = format!(
-        r#"apiVersion: 0.2.0
-meta:
-  name: kafka-test-sink
-  type: iceberg-cdc-sink
-  version: 0.1.0
-  topic: unused
-transforms:
-  - uses: cdc-iceberg/debezium-cdc@0.1.0
-iceberg:
-  source:
-    type: kafka
-    kafka:
-      bootstrap-servers: {bootstrap}
-      group-id: {server}-iceberg
-      topic-pattern: '{server}\..*'
-      auto-offset-reset: earliest
-      options:
-        topic.metadata.refresh.interval.ms: "500"
-  catalog:
-    uri: sqlite://{dir}/catalog.db
-    warehouse: file://{dir}/warehouse
-  batch:
-    max-records: 300
-    interval-ms: 500
-  tables:
-    partition-by: month(day)
-  dead-letter:
-    file: {dir}/dead-letter.jsonl
-  smartmodules:
-    cdc-iceberg/debezium-cdc@0.1.0: {wasm}
-"#,
-        dir = dir.display(),
-        server = regex_escape(server),
-        wasm = wasm_path().display(),
+    let source = format!(
+        "    type: kafka\n    kafka:\n      bootstrap-servers: {bootstrap}\n      \
+         group-id: {server}-iceberg\n      topic-pattern: '{pattern}\\..*'\n      \
+         auto-offset-reset: earliest\n      options:\n        \
+         topic.metadata.refresh.interval.ms: \"500\"\n",
+        pattern = regex_escape(server),
     );
-    let path = dir.join("connector.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
+    SinkConfig {
+        name: "kafka-test-sink",
+        dir,
+        source,
+        warehouse: String::new(),
+        params: "",
+        extra: "  batch:\n    max-records: 300\n    interval-ms: 500\n  tables:\n    partition-by: month(day)\n",
+    }
+    .write()
 }
 
 /// [`config`] with a consumer-group subscription instead of manual assignment.
