@@ -216,57 +216,60 @@ async fn wait_for_signal() {
 
 fn run_transform(args: TransformArgs) -> Result<()> {
     let mut source = FileSource::open(&args.input, args.format, 0)?;
-    let mut records = Vec::new();
-    loop {
-        let chunk = source.next_chunk(10_000)?;
-        if chunk.is_empty() {
-            break;
-        }
-        records.extend(chunk);
-    }
     let mut chain = transform::Chain::new(&[transform::Step {
         name: sink::SMARTMODULE_NAME.to_owned(),
         wasm: args.wasm.clone(),
         params: args.params.into_iter().collect(),
     }])?;
-    let out = chain.apply(&records)?;
-
     let stdout = std::io::stdout();
-    let mut changes = stdout.lock();
+    let mut changes = std::io::BufWriter::new(stdout.lock());
     let mut dead_letter = match &args.dead_letter {
-        Some(path) => Some(
+        Some(path) => Some(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        ),
+        )),
         None => None,
     };
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for record in &out {
-        let parsed: CdcRecord = serde_json::from_slice(&record.value).with_context(|| {
-            format!(
-                "offset {}: the SmartModule emitted a record that is not a CDC record",
-                record.offset
-            )
-        })?;
-        let (label, dropped) = match &parsed {
-            CdcRecord::Change(c) => (format!("op {}", c.op.code()), &c.dropped),
-            CdcRecord::Error(e) => ("error".to_owned(), &e.dropped),
-        };
-        *counts.entry(label).or_default() += 1;
-        for (reason, n) in dropped {
-            *counts.entry(format!("dropped {reason}")).or_default() += n;
+    let (mut read, mut emitted) = (0usize, 0usize);
+    // chunk by chunk: the SmartModule's memory holds one chunk at a time
+    loop {
+        let chunk = source.next_chunk(2_000)?;
+        if chunk.is_empty() {
+            break;
         }
-        let sink: &mut dyn Write = match (&parsed, dead_letter.as_mut()) {
-            (CdcRecord::Error(_), Some(f)) => f,
-            _ => &mut changes,
-        };
-        sink.write_all(&record.value)?;
-        sink.write_all(b"\n")?;
+        read += chunk.len();
+        let out = chain.apply(&chunk)?;
+        emitted += out.len();
+        for record in &out {
+            let parsed: CdcRecord = serde_json::from_slice(&record.value).with_context(|| {
+                format!(
+                    "offset {}: the SmartModule emitted a record that is not a CDC record",
+                    record.offset
+                )
+            })?;
+            let (label, dropped) = match &parsed {
+                CdcRecord::Change(c) => (format!("op {}", c.op.code()), &c.dropped),
+                CdcRecord::Error(e) => ("error".to_owned(), &e.dropped),
+            };
+            *counts.entry(label).or_default() += 1;
+            for (reason, n) in dropped {
+                *counts.entry(format!("dropped {reason}")).or_default() += n;
+            }
+            let sink: &mut dyn Write = match (&parsed, dead_letter.as_mut()) {
+                (CdcRecord::Error(_), Some(f)) => f,
+                _ => &mut changes,
+            };
+            sink.write_all(&record.value)?;
+            sink.write_all(b"\n")?;
+        }
+    }
+    changes.flush()?;
+    if let Some(f) = dead_letter.as_mut() {
+        f.flush()?;
     }
     let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     eprintln!(
-        "{} messages in, {} records out ({})",
-        records.len(),
-        out.len(),
+        "{read} messages in, {emitted} records out ({})",
         summary.join(", ")
     );
     Ok(())

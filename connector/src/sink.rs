@@ -585,7 +585,14 @@ impl Sink {
         self.stats.commits += 1;
         self.stats.stale += applied.stale;
         self.stats.last_commit_ms = Some(started.elapsed().as_millis());
-        tracing::debug!(table = %ident, ?applied, "committed");
+        tracing::debug!(
+            table = %ident,
+            records = batch.records.len(),
+            commit_ms = started.elapsed().as_millis() as u64,
+            age_ms = batch.opened.elapsed().as_millis() as u64,
+            ?applied,
+            "committed"
+        );
         Ok(())
     }
 }

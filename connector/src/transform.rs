@@ -23,12 +23,31 @@ pub struct Step {
 
 /// A SmartModule chain ready to process batches.
 pub struct Chain {
+    steps: Vec<Step>,
     instance: SmartModuleChainInstance,
+    /// Input bytes the instance has processed.
+    fed: usize,
 }
+
+/// Input bytes after which the chain gets a fresh instance. A WebAssembly instance's memory
+/// never shrinks, and the SmartModule's input decoding leaves it fragmented: measured, an
+/// instance fed ~2 GB of Debezium messages with schemas reached the engine's 1 GB memory
+/// limit and failed. A fresh instance every 256 MiB keeps it small (instantiating takes a
+/// few milliseconds; only the counts of dropped records a module had not reported yet are
+/// lost).
+const RENEW_AFTER_BYTES: usize = 256 << 20;
 
 impl Chain {
     /// Loads and initializes every step; a module that refuses its params fails here.
     pub fn new(steps: &[Step]) -> Result<Chain> {
+        Ok(Chain {
+            steps: steps.to_vec(),
+            instance: Chain::instantiate(steps)?,
+            fed: 0,
+        })
+    }
+
+    fn instantiate(steps: &[Step]) -> Result<SmartModuleChainInstance> {
         let mut builder = SmartModuleChainBuilder::default();
         for step in steps {
             let bytes = std::fs::read(&step.wasm)
@@ -40,10 +59,9 @@ impl Chain {
             }
             builder.add_smart_module(config.build()?, bytes);
         }
-        let instance = builder
+        builder
             .initialize(&SmartEngine::new())
-            .context("initializing the SmartModule chain")?;
-        Ok(Chain { instance })
+            .context("initializing the SmartModule chain")
     }
 
     /// Runs a batch (of one partition) through the chain. Output records keep the offset of
@@ -52,6 +70,14 @@ impl Chain {
         let Some((partition, base)) = batch.first().map(|r| (r.partition.clone(), r.offset)) else {
             return Ok(Vec::new());
         };
+        if self.fed > RENEW_AFTER_BYTES {
+            self.instance = Chain::instantiate(&self.steps)?;
+            self.fed = 0;
+        }
+        self.fed += batch
+            .iter()
+            .map(|r| r.value.len() + r.key.as_ref().map_or(0, |k| k.len()))
+            .sum::<usize>();
         let records: Vec<Record> = batch
             .iter()
             .map(|r| {

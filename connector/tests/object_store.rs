@@ -95,6 +95,14 @@ fn read(ceph: &Ceph, dir: &Path, table: &str, columns: &str) -> (Value, Value) {
     readers::read_by_id(&catalog, table, &columns)
 }
 
+/// PyIceberg and DuckDB read the sample's final products from Ceph.
+fn assert_products_read_back(ceph: &Ceph, dir: &Path) {
+    let (py, duck) = read(ceph, dir, "public.products", "id,name,price,on_offer");
+    let want = cdc_tests::products_final_rows();
+    assert_eq!(py, want, "PyIceberg");
+    assert_eq!(duck, want, "DuckDB");
+}
+
 fn catalog_config(ceph: &Ceph, dir: &Path, warehouse: &str) -> CatalogConfig {
     CatalogConfig {
         name: "cdc".into(),
@@ -167,15 +175,7 @@ fn products_land_on_ceph_and_both_readers_agree() {
         );
     }
 
-    let (py, duck) = read(
-        &ceph,
-        dir.path(),
-        "public.products",
-        "id,name,price,on_offer",
-    );
-    let want = cdc_tests::products_final_rows();
-    assert_eq!(py, want, "PyIceberg");
-    assert_eq!(duck, want, "DuckDB");
+    assert_products_read_back(&ceph, dir.path());
     let keys = ceph.keys(&bucket);
     assert!(
         keys.iter()
@@ -656,15 +656,7 @@ fn maintain_on_ceph_compacts_expires_and_removes_only_old_orphans() {
         "{keys:?}"
     );
     assert_eq!(check_snapshots_complete(&catalog, "public.products"), 1);
-    let (py, duck) = read(
-        &ceph,
-        dir.path(),
-        "public.products",
-        "id,name,price,on_offer",
-    );
-    let want = cdc_tests::products_final_rows();
-    assert_eq!(py, want, "PyIceberg");
-    assert_eq!(duck, want, "DuckDB");
+    assert_products_read_back(&ceph, dir.path());
 
     // the connector resumes from the compaction's carried offsets: nothing is applied again
     let out = succeed(

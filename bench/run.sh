@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The benchmark of BENCHMARKS.md, in one command (after `bash tests/run.sh` has set up the
+# Python readers, the wasm toolchain and tansu once):
+#
+#   bash bench/run.sh quick              # about two minutes
+#   bash bench/run.sh full [options]     # 5M events over 1M keys unless options say otherwise
+#
+# Extra options go to `cdc-bench run` (e.g. --events 2200000 --keys 1000000). The report
+# lands in .work/bench-<profile>.json; the table is printed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile="${1:-quick}"
+shift || true
+cargo build --release --locked -p iceberg-cdc-sink -p cdc-bench
+bash smartmodule/build-wasm.sh --locked
+source tests/tansu.sh
+start_tansu
+trap tansu_stop EXIT
+export CDC_PYTHON="${CDC_PYTHON:-$PWD/tests/.venv/bin/python}"
+target/release/cdc-bench run --profile "$profile" --kafka "$CDC_TEST_KAFKA_BOOTSTRAP" \
+  --work ".work/bench-$profile" --report ".work/bench-$profile.json" "$@"

@@ -1,0 +1,710 @@
+//! `cdc-bench`: how fast, how fresh and how lean the connector is, against the append-only
+//! ceiling and PyIceberg's `upsert()`, on the same generated Debezium stream, in one run.
+//! See BENCHMARKS.md for the command and the figures.
+
+mod ceiling;
+mod generator;
+mod measure;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use generator::{write_file, Shape, StreamSpec, Written};
+use iceberg_cdc_merge::CatalogConfig;
+use measure::{bytes_under, commit_field, percentile, table_facts, TableFacts};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(about = "Benchmarks of the Debezium -> Iceberg connector and its alternatives")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Profile {
+    /// 100k events over 25k keys: under two minutes.
+    Quick,
+    /// 5M events over 1M keys.
+    Full,
+}
+
+#[derive(clap::Args, Clone)]
+struct StreamArgs {
+    #[arg(long)]
+    events: Option<u64>,
+    #[arg(long)]
+    keys: Option<u64>,
+    /// Percent creates/updates/deletes.
+    #[arg(long, default_value = "30/60/10")]
+    mix: String,
+    /// Share of updates that move a row to another month.
+    #[arg(long, default_value_t = 0.2)]
+    moves: f64,
+    #[arg(long, value_enum, default_value = "products")]
+    shape: Shape,
+    /// Without the JSON converter's schema wrapper.
+    #[arg(long)]
+    no_wrapper: bool,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write a Debezium stream as KEY<TAB>VALUE lines, or to a Kafka topic.
+    Generate {
+        #[command(flatten)]
+        stream: StreamArgs,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Produce to this Kafka bootstrap server instead of a file.
+        #[arg(long)]
+        kafka: Option<String>,
+        #[arg(long, default_value = "shop.public.products")]
+        topic: String,
+    },
+    /// Every contender on the same stream; prints the table, writes a JSON report.
+    Run {
+        #[arg(long, value_enum, default_value = "quick")]
+        profile: Profile,
+        #[command(flatten)]
+        stream: StreamArgs,
+        /// A Kafka bootstrap server (tansu) for the Kafka-source contender.
+        #[arg(long)]
+        kafka: Option<String>,
+        #[arg(long, default_value = ".work/bench")]
+        work: PathBuf,
+        #[arg(long, default_value = "target/release/iceberg-cdc-sink")]
+        connector: PathBuf,
+        #[arg(
+            long,
+            default_value = "target/wasm32-unknown-unknown/release-lto/debezium_cdc.wasm"
+        )]
+        wasm: PathBuf,
+        #[arg(long, env = "CDC_PYTHON", default_value = "tests/.venv/bin/python")]
+        python: PathBuf,
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Seconds PyIceberg may run (default: 20 for the quick profile, 300 for the full).
+        #[arg(long)]
+        pyiceberg_budget: Option<u64>,
+    },
+    /// (internal) The append-only ceiling over a stream file.
+    Ceiling {
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        batch: usize,
+        #[arg(long)]
+        table: String,
+    },
+}
+
+impl StreamArgs {
+    fn spec(&self, profile: Profile) -> Result<StreamSpec> {
+        let (events, keys) = match profile {
+            Profile::Quick => (100_000, 25_000),
+            Profile::Full => (5_000_000, 1_000_000),
+        };
+        let parts: Vec<u32> = self
+            .mix
+            .split('/')
+            .map(|p| p.trim().parse())
+            .collect::<Result<_, _>>()
+            .context("--mix is c/u/d percentages")?;
+        let [c, u, d] = parts[..] else {
+            bail!("--mix is c/u/d percentages");
+        };
+        if c + u + d != 100 {
+            bail!("--mix must add up to 100");
+        }
+        Ok(StreamSpec {
+            events: self.events.unwrap_or(events),
+            keys: self.keys.unwrap_or(keys),
+            mix: (c, u, d),
+            moves: self.moves,
+            shape: self.shape,
+            wrapper: !self.no_wrapper,
+            seed: self.seed,
+        })
+    }
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Cmd::Generate {
+            stream,
+            out,
+            kafka,
+            topic,
+        } => {
+            let spec = stream.spec(Profile::Quick)?;
+            let written = match (out, kafka) {
+                (Some(path), None) => write_file(&spec, &path)?,
+                (None, Some(bootstrap)) => produce(&spec, &bootstrap, &topic)?,
+                _ => bail!("give --out FILE or --kafka BOOTSTRAP"),
+            };
+            eprintln!(
+                "{} events, {} messages, {} bytes; {} live keys at the end",
+                written.events,
+                written.messages,
+                written.bytes,
+                written.model.live()
+            );
+            Ok(())
+        }
+        Cmd::Ceiling {
+            input,
+            dir,
+            batch,
+            table,
+        } => runtime.block_on(ceiling::run(&input, &dir, batch, &table)),
+        Cmd::Run {
+            profile,
+            stream,
+            kafka,
+            work,
+            connector,
+            wasm,
+            python,
+            report,
+            pyiceberg_budget,
+        } => {
+            let spec = stream.spec(profile)?;
+            let bench = Bench {
+                work: std::path::absolute(&work)?,
+                connector: std::path::absolute(&connector)?,
+                wasm: std::path::absolute(&wasm)?,
+                python,
+                runtime,
+                pyiceberg_budget: pyiceberg_budget.unwrap_or(match profile {
+                    Profile::Quick => 20,
+                    Profile::Full => 300,
+                }),
+            };
+            let results = bench.run_all(&spec, kafka.as_deref())?;
+            let text = serde_json::to_string_pretty(&results)?;
+            if let Some(path) = report {
+                std::fs::write(&path, &text)?;
+            }
+            print_table(&results);
+            if results
+                .contenders
+                .iter()
+                .any(|c| c.table.as_ref().is_some_and(|t| !t.equals_model))
+            {
+                bail!("a result table does not equal the model: its figures are void");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Produces the stream to a new Kafka topic of one partition (as Debezium creates them).
+fn produce(spec: &StreamSpec, bootstrap: &str, topic: &str) -> Result<Written> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let created = futures::executor::block_on(admin.create_topics(
+        &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))?;
+    for r in created {
+        if let Err((t, e)) = r {
+            if e != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                bail!("creating topic {t}: {e}");
+            }
+        }
+    }
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "200000")
+        .create()?;
+    let written = generator::write_stream(spec, |key, value| {
+        let mut record = BaseRecord::to(topic).key(key);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        let mut record = record;
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, back)) => {
+                    if !matches!(
+                        e.rdkafka_error_code(),
+                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ) {
+                        bail!("producing: {e}");
+                    }
+                    producer.poll(Duration::from_millis(50));
+                    record = back;
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+        Ok(())
+    })?;
+    producer.flush(Duration::from_secs(120))?;
+    Ok(written)
+}
+
+#[derive(Debug, Serialize)]
+struct Results {
+    events: u64,
+    keys: u64,
+    live_keys_at_end: usize,
+    input_bytes: u64,
+    shape: String,
+    wrapper: bool,
+    contenders: Vec<Contender>,
+    compaction: Option<CompactionFigure>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Contender {
+    name: String,
+    events: u64,
+    input_bytes: u64,
+    seconds: f64,
+    events_per_s: f64,
+    mb_per_s: f64,
+    commit_ms_p50: Option<u64>,
+    commit_ms_p99: Option<u64>,
+    /// First record of a batch to its commit, at the 1 s commit interval.
+    latency_ms_p50: Option<u64>,
+    latency_ms_p99: Option<u64>,
+    commits: usize,
+    peak_rss_mb: f64,
+    bytes_written_per_input_byte: f64,
+    reopen_s: Option<f64>,
+    index_bytes_per_key: Option<f64>,
+    table: Option<TableFacts>,
+    note: String,
+}
+
+#[derive(Debug, Serialize)]
+struct CompactionFigure {
+    bytes_read: u64,
+    seconds: f64,
+    mb_per_s: f64,
+    data_files: (usize, usize),
+    delete_files: (usize, usize),
+    duckdb_scan_s: (f64, f64),
+    equals_model_after: bool,
+}
+
+struct Bench {
+    work: PathBuf,
+    connector: PathBuf,
+    wasm: PathBuf,
+    python: PathBuf,
+    runtime: tokio::runtime::Runtime,
+    pyiceberg_budget: u64,
+}
+
+fn catalog(dir: &Path) -> CatalogConfig {
+    CatalogConfig {
+        name: "cdc".into(),
+        uri: format!("sqlite://{}/catalog.db", dir.display()),
+        warehouse: format!("file://{}/warehouse", dir.display()),
+        s3: Default::default(),
+    }
+}
+
+fn fresh_dir(path: PathBuf) -> Result<PathBuf> {
+    if path.exists() {
+        std::fs::remove_dir_all(&path)?;
+    }
+    std::fs::create_dir_all(&path)?;
+    Ok(path)
+}
+
+impl Bench {
+    fn config(&self, dir: &Path, source: &str) -> Result<PathBuf> {
+        let text = format!(
+            "apiVersion: 0.2.0\n\
+             meta:\n  name: bench-sink\n  type: iceberg-cdc-sink\n  version: 0.1.0\n  topic: bench\n\
+             transforms:\n  - uses: cdc-iceberg/debezium-cdc@0.1.0\n\
+             iceberg:\n  source:\n{source}\
+             \x20 catalog:\n    uri: sqlite://{dir}/catalog.db\n    warehouse: file://{dir}/warehouse\n\
+             \x20 dead-letter:\n    file: {dir}/dead-letter.jsonl\n\
+             \x20 batch:\n    interval-ms: 1000\n    max-records: 10000000\n    max-bytes: 4GiB\n\
+             \x20 tables:\n    partition-by: month(listed_on)\n\
+             \x20 maintenance:\n    enabled: false\n\
+             \x20 smartmodules:\n    cdc-iceberg/debezium-cdc@0.1.0: {wasm}\n",
+            dir = dir.display(),
+            wasm = self.wasm.display(),
+        );
+        let path = dir.join("connector.yaml");
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    fn connector_cmd(&self, config: &Path) -> Command {
+        let mut cmd = Command::new(&self.connector);
+        cmd.arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "warn,iceberg_cdc_sink::sink=debug");
+        cmd
+    }
+
+    /// Our connector's figures from its run and its table.
+    fn ours(
+        &self,
+        name: &str,
+        dir: &Path,
+        table: &str,
+        written: &Written,
+        run: measure::Finished,
+    ) -> Result<Contender> {
+        let commits = commit_field(&run.stderr, "commit_ms");
+        let ages = commit_field(&run.stderr, "age_ms");
+        let seconds = run.wall.as_secs_f64();
+        let facts =
+            self.runtime
+                .block_on(table_facts(&catalog(dir), table, Some(&written.model)))?;
+        let (reopen, _, per_key) = self
+            .runtime
+            .block_on(measure::reopen(&catalog(dir), table))?;
+        Ok(Contender {
+            name: name.into(),
+            events: written.events,
+            input_bytes: written.bytes,
+            seconds,
+            events_per_s: written.events as f64 / seconds,
+            mb_per_s: written.bytes as f64 / seconds / 1e6,
+            commit_ms_p50: percentile(&commits, 50.0),
+            commit_ms_p99: percentile(&commits, 99.0),
+            latency_ms_p50: percentile(&ages, 50.0),
+            latency_ms_p99: percentile(&ages, 99.0),
+            commits: commits.len(),
+            peak_rss_mb: run.peak_rss as f64 / 1e6,
+            bytes_written_per_input_byte: bytes_under(&dir.join("warehouse")) as f64
+                / written.bytes as f64,
+            reopen_s: Some(reopen),
+            index_bytes_per_key: Some(per_key),
+            table: Some(facts),
+            note: String::new(),
+        })
+    }
+
+    fn run_all(&self, spec: &StreamSpec, kafka: Option<&str>) -> Result<Results> {
+        std::fs::create_dir_all(&self.work)?;
+        let input = self.work.join("stream.kv");
+        let t = Instant::now();
+        let written = write_file(spec, &input)?;
+        eprintln!(
+            "generated {} events ({} MB) in {:.1} s",
+            written.events,
+            written.bytes / 1_000_000,
+            t.elapsed().as_secs_f64()
+        );
+        let table = generator::table_ident(spec.shape);
+        let mut contenders = Vec::new();
+
+        // 1. ours, file source
+        let dir = fresh_dir(self.work.join("file"))?;
+        let source = format!(
+            "    type: file\n    path: \"{}\"\n    format: key-value\n",
+            input.display()
+        );
+        let cfg = self.config(&dir, &source)?;
+        eprintln!("ours (file source)...");
+        let run = measure::run(self.connector_cmd(&cfg), || false)?;
+        let ours = self.ours("ours: file source", &dir, &table, &written, run)?;
+        // the others get batches of the size ours committed on average
+        let batch = written.events as usize / ours.commits.max(1);
+        contenders.push(ours);
+
+        // 2. ours, Kafka source
+        if let Some(bootstrap) = kafka {
+            eprintln!("ours (Kafka source): producing...");
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_nanos();
+            let server = format!("bench{nanos}");
+            let topic = format!("{server}.public.{}", table.split('.').nth(1).unwrap_or(""));
+            let produced = produce(spec, bootstrap, &topic)?;
+            let dir = fresh_dir(self.work.join("kafka"))?;
+            let source = format!(
+                "    type: kafka\n    kafka:\n      bootstrap-servers: {bootstrap}\n      \
+                 topics: [{topic}]\n      auto-offset-reset: earliest\n"
+            );
+            let cfg = self.config(&dir, &source)?;
+            eprintln!("ours (Kafka source): consuming...");
+            let messages = produced.messages as i64;
+            let config = catalog(&dir);
+            let mut last_poll = Instant::now();
+            let mut done_at: Option<Instant> = None;
+            let started = Instant::now();
+            let mut run = measure::run(self.connector_cmd(&cfg), || {
+                if last_poll.elapsed() < Duration::from_millis(500) {
+                    return false;
+                }
+                last_poll = Instant::now();
+                let covered = self
+                    .runtime
+                    .block_on(committed_messages(&config, &table))
+                    .unwrap_or(0);
+                if covered >= messages - 1 && done_at.is_none() {
+                    done_at = Some(Instant::now());
+                }
+                done_at.is_some()
+            })?;
+            // the consuming time: start to the poll that saw every message committed
+            if let Some(done) = done_at {
+                run.wall = done.duration_since(started);
+            }
+            let mut c = self.ours("ours: Kafka source (tansu)", &dir, &table, &produced, run)?;
+            c.note = "time to the table commit covering every message (polled every 0.5 s)".into();
+            contenders.push(c);
+        }
+
+        // 3. the ceiling: parse, Parquet, fast append; no dedup, no deletes
+        eprintln!("append-only ceiling...");
+        let dir = fresh_dir(self.work.join("ceiling"))?;
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["ceiling", "--table", &table, "--batch"])
+            .arg(batch.max(1000).to_string())
+            .arg("--input")
+            .arg(&input)
+            .arg("--dir")
+            .arg(&dir);
+        let run = measure::run(cmd, || false)?;
+        let seconds = run.wall.as_secs_f64();
+        let facts = self
+            .runtime
+            .block_on(table_facts(&catalog(&dir), &table, None))?;
+        contenders.push(Contender {
+            name: "ceiling: append-only, our code".into(),
+            events: written.events,
+            input_bytes: written.bytes,
+            seconds,
+            events_per_s: written.events as f64 / seconds,
+            mb_per_s: written.bytes as f64 / seconds / 1e6,
+            peak_rss_mb: run.peak_rss as f64 / 1e6,
+            bytes_written_per_input_byte: bytes_under(&dir.join("warehouse")) as f64
+                / written.bytes as f64,
+            commits: facts.snapshots,
+            note: format!(
+                "{} rows appended (every after-image; not a CDC result)",
+                facts.rows
+            ),
+            table: None,
+            ..Contender::default()
+        });
+
+        // 4. PyIceberg upsert() of the same batches (a prefix: it is slow)
+        eprintln!("PyIceberg upsert()...");
+        let dir = fresh_dir(self.work.join("pyiceberg"))?;
+        let budget = self.pyiceberg_budget;
+        let mut cmd = Command::new(&self.python);
+        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("pyiceberg_upsert.py"))
+            .arg("--input")
+            .arg(&input)
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--batch", &batch.max(1).to_string()])
+            .args(["--events", &written.events.to_string()])
+            .args(["--budget", &budget.to_string()]);
+        let run = measure::run(cmd, || false)?;
+        let out: serde_json::Value = serde_json::from_str(run.stdout.trim())
+            .with_context(|| format!("PyIceberg said: {}", run.stdout))?;
+        let events = out["events"].as_u64().unwrap_or(0);
+        let seconds = out["seconds"].as_f64().unwrap_or(f64::NAN);
+        let share = events as f64 / written.events as f64;
+        contenders.push(Contender {
+            name: "PyIceberg upsert()".into(),
+            events,
+            input_bytes: (written.bytes as f64 * share) as u64,
+            seconds,
+            events_per_s: events as f64 / seconds,
+            mb_per_s: written.bytes as f64 * share / seconds / 1e6,
+            commits: out["batches"].as_u64().unwrap_or(0) as usize,
+            peak_rss_mb: run.peak_rss as f64 / 1e6,
+            bytes_written_per_input_byte: bytes_under(&dir.join("warehouse")) as f64
+                / (written.bytes as f64 * share),
+            table: Some(TableFacts {
+                rows: out["rows"].as_u64().unwrap_or(0) as usize,
+                equals_model: out["equals_model"].as_bool().unwrap_or(false),
+                ..TableFacts::default()
+            }),
+            note: format!(
+                "the first {events} events in batches of {batch} (its {budget} s budget); checked by PyIceberg against its own model"
+            ),
+            ..Contender::default()
+        });
+
+        // compaction of our file-source table, and what it does to a DuckDB full scan
+        eprintln!("compaction...");
+        let compaction = Some(self.compaction(&self.work.join("file"), &table, &written)?);
+        Ok(Results {
+            events: written.events,
+            keys: spec.keys,
+            live_keys_at_end: written.model.live(),
+            input_bytes: written.bytes,
+            shape: format!("{:?}", spec.shape),
+            wrapper: spec.wrapper,
+            contenders,
+            compaction,
+        })
+    }
+
+    fn duckdb_scan(&self, dir: &Path, table: &str) -> Result<f64> {
+        let location = self.runtime.block_on(async {
+            let catalog = iceberg_cdc_merge::Catalog::connect(&catalog(dir)).await?;
+            let t = catalog
+                .load_existing(&iceberg::TableIdent::from_strs(table.split('.'))?)
+                .await?;
+            anyhow::Ok(t.metadata_location().unwrap_or_default().to_owned())
+        })?;
+        let out = Command::new(&self.python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("duckdb_scan.py"))
+            .arg(location.trim_start_matches("file://"))
+            .output()?;
+        if !out.status.success() {
+            bail!("duckdb: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        v["seconds"].as_f64().context("duckdb seconds")
+    }
+
+    fn compaction(&self, dir: &Path, table: &str, written: &Written) -> Result<CompactionFigure> {
+        let before = self.duckdb_scan(dir, table)?;
+        let facts_before = self
+            .runtime
+            .block_on(table_facts(&catalog(dir), table, None))?;
+        let report = self.runtime.block_on(async {
+            let catalog = iceberg_cdc_merge::Catalog::connect(&catalog(dir)).await?;
+            let t = catalog
+                .load_existing(&iceberg::TableIdent::from_strs(table.split('.'))?)
+                .await?;
+            let policy = iceberg_cdc_merge::compaction::CompactionPolicy {
+                min_input_files: 2,
+                max_input_bytes: u64::MAX,
+                ..Default::default()
+            };
+            let (_, report) = iceberg_cdc_merge::compaction::compact(&catalog, &t, &policy).await?;
+            anyhow::Ok(report)
+        })?;
+        let after = self.duckdb_scan(dir, table)?;
+        let facts_after =
+            self.runtime
+                .block_on(table_facts(&catalog(dir), table, Some(&written.model)))?;
+        let seconds = report.elapsed.as_secs_f64();
+        Ok(CompactionFigure {
+            bytes_read: report.bytes_read,
+            seconds,
+            mb_per_s: report.bytes_read as f64 / seconds / 1e6,
+            data_files: (facts_before.data_files, facts_after.data_files),
+            delete_files: (facts_before.delete_files, facts_after.delete_files),
+            duckdb_scan_s: (before, after),
+            equals_model_after: facts_after.equals_model,
+        })
+    }
+}
+
+/// How many source messages the table's newest commit covers (its offsets, summed).
+async fn committed_messages(config: &CatalogConfig, table: &str) -> Result<i64> {
+    let catalog = iceberg_cdc_merge::Catalog::connect(config).await?;
+    let Some(t) = catalog
+        .load(&iceberg::TableIdent::from_strs(table.split('.'))?)
+        .await?
+    else {
+        return Ok(0);
+    };
+    let Some(s) = t.metadata().current_snapshot() else {
+        return Ok(0);
+    };
+    let sum = |key: &str| -> i64 {
+        s.summary()
+            .additional_properties
+            .get(key)
+            .and_then(|o| serde_json::from_str::<std::collections::BTreeMap<String, i64>>(o).ok())
+            .map(|m| m.values().sum())
+            .unwrap_or(0)
+    };
+    Ok(sum("cdc.offsets").max(sum("cdc.checkpoint")))
+}
+
+fn print_table(r: &Results) {
+    println!(
+        "{} events over {} keys ({} live at the end), {} MB of input, {:?}{}",
+        r.events,
+        r.keys,
+        r.live_keys_at_end,
+        r.input_bytes / 1_000_000,
+        r.shape,
+        if r.wrapper { " with schemas" } else { "" }
+    );
+    println!(
+        "| contender | events | events/s | MB/s | commit p50/p99 ms | latency p50/p99 ms | peak RSS MB | commits | bytes out/in | reopen s | index B/key | table = model |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+    for c in &r.contenders {
+        println!(
+            "| {} | {} | {:.0} | {:.1} | {}/{} | {}/{} | {:.0} | {} | {:.2} | {} | {} | {} |",
+            c.name,
+            c.events,
+            c.events_per_s,
+            c.mb_per_s,
+            opt(c.commit_ms_p50),
+            opt(c.commit_ms_p99),
+            opt(c.latency_ms_p50),
+            opt(c.latency_ms_p99),
+            c.peak_rss_mb,
+            c.commits,
+            c.bytes_written_per_input_byte,
+            c.reopen_s.map_or("-".into(), |s| format!("{s:.2}")),
+            c.index_bytes_per_key
+                .map_or("-".into(), |b| format!("{b:.1}")),
+            match &c.table {
+                Some(t) if t.equals_model => "yes".to_owned(),
+                Some(t) => format!("NO: {}", t.mismatch.clone().unwrap_or_default()),
+                None => "n/a".into(),
+            }
+        );
+    }
+    for c in r.contenders.iter().filter(|c| !c.note.is_empty()) {
+        println!("- {}: {}", c.name, c.note);
+    }
+    if let Some(f) = &r.compaction {
+        println!(
+            "compaction: {} MB in {:.2} s = {:.1} MB/s; data files {} -> {}, delete files {} -> {}; DuckDB full scan {:.3} s -> {:.3} s ({:.1}x); table = model after: {}",
+            f.bytes_read / 1_000_000,
+            f.seconds,
+            f.mb_per_s,
+            f.data_files.0,
+            f.data_files.1,
+            f.delete_files.0,
+            f.delete_files.1,
+            f.duckdb_scan_s.0,
+            f.duckdb_scan_s.1,
+            f.duckdb_scan_s.0 / f.duckdb_scan_s.1,
+            f.equals_model_after
+        );
+    }
+}
