@@ -62,6 +62,8 @@ impl Model {
 #[derive(Debug, Clone, Default)]
 pub struct Written {
     pub events: u64,
+    /// Events by operation: creates, updates, deletes.
+    pub ops: (u64, u64, u64),
     pub messages: u64,
     pub bytes: u64,
     pub model: Model,
@@ -230,6 +232,11 @@ pub fn write_stream(
             (true, _, true) | (false, true, true) => "u",
             (false, false, true) => "d",
         };
+        match op {
+            "c" => written.ops.0 += 1,
+            "u" => written.ops.1 += 1,
+            _ => written.ops.2 += 1,
+        }
         lsn += 24;
         let ts = 1_717_200_000_000u64 + n;
         let before = images[slot].clone();

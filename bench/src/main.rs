@@ -275,6 +275,8 @@ struct Results {
     events: u64,
     keys: u64,
     live_keys_at_end: usize,
+    /// creates, updates, deletes
+    ops: (u64, u64, u64),
     input_bytes: u64,
     shape: String,
     wrapper: bool,
@@ -564,6 +566,7 @@ impl Bench {
             events: written.events,
             keys: spec.keys,
             live_keys_at_end: written.model.live(),
+            ops: written.ops,
             input_bytes: written.bytes,
             shape: format!("{:?}", spec.shape),
             wrapper: spec.wrapper,
@@ -651,8 +654,11 @@ async fn committed_messages(config: &CatalogConfig, table: &str) -> Result<i64> 
 
 fn print_table(r: &Results) {
     println!(
-        "{} events over {} keys ({} live at the end), {} MB of input, {:?}{}",
+        "{} events ({} creates, {} updates, {} deletes) over {} keys ({} live at the end), {} MB of input, {:?}{}",
         r.events,
+        r.ops.0,
+        r.ops.1,
+        r.ops.2,
         r.keys,
         r.live_keys_at_end,
         r.input_bytes / 1_000_000,

@@ -196,31 +196,43 @@ impl DataWriter<'_> {
         Ok(PartitionWriter { inner })
     }
 
-    /// Writes the position-delete file for one data file: `positions` are its deleted rows.
+    /// Writes one position-delete file for the data files of one partition: per data file
+    /// (path), its deleted rows. Rows are sorted by path, then position, as the spec asks.
+    /// A file that points into a single data file names it (`referenced_data_file`).
     pub async fn write_position_deletes(
         &self,
-        data_file: &DataFile,
-        positions: &mut [u32],
+        partition: &Struct,
+        targets: &mut [(String, Vec<u32>)],
     ) -> Result<DataFile, MergeError> {
-        positions.sort_unstable();
+        targets.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (_, positions) in targets.iter_mut() {
+            positions.sort_unstable();
+        }
+        let first = targets
+            .first()
+            .map(|(p, _)| p.clone())
+            .ok_or_else(|| MergeError::Io("a position-delete file with no rows".into()))?;
         let schema = Arc::new(position_delete_schema()?);
         let arrow_schema: ArrowSchemaRef = Arc::new(
             schema_to_arrow_schema(&schema).map_err(iceberg_err("position delete schema"))?,
         );
-        let path = data_file.file_path().to_owned();
+        let paths: Vec<&str> = targets
+            .iter()
+            .flat_map(|(path, ps)| ps.iter().map(move |_| path.as_str()))
+            .collect();
+        let positions: Vec<i64> = targets
+            .iter()
+            .flat_map(|(_, ps)| ps.iter().map(|&p| i64::from(p)))
+            .collect();
         let batch = RecordBatch::try_new(
             arrow_schema,
             vec![
-                Arc::new(StringArray::from_iter_values(
-                    positions.iter().map(|_| path.as_str()),
-                )),
-                Arc::new(Int64Array::from_iter_values(
-                    positions.iter().map(|&p| i64::from(p)),
-                )),
+                Arc::new(StringArray::from_iter_values(paths)),
+                Arc::new(Int64Array::from_iter_values(positions)),
             ],
         )
         .map_err(|e| MergeError::Arrow(e.to_string()))?;
-        let dir = path
+        let dir = first
             .rsplit_once('/')
             .map(|(d, _)| d)
             .unwrap_or(self.location);
@@ -246,9 +258,9 @@ impl DataWriter<'_> {
             .ok_or_else(|| MergeError::Io("the position delete writer produced no file".into()))?;
         builder
             .content(DataContentType::PositionDeletes)
-            .partition(data_file.partition().clone())
+            .partition(partition.clone())
             .partition_spec_id(self.spec.spec_id())
-            .referenced_data_file(Some(path));
+            .referenced_data_file((targets.len() == 1).then_some(first));
         builder
             .build()
             .map_err(|e| MergeError::Io(format!("position delete file: {e}")))

@@ -15,7 +15,7 @@ use crate::schema::{
 use crate::MergeError;
 use arrow_array::Array;
 use debezium_cdc::record::ChangeRecord;
-use iceberg::spec::{DataContentType, DataFile};
+use iceberg::spec::{DataContentType, DataFile, Struct};
 use iceberg::table::Table;
 use iceberg::{TableCreation, TableIdent};
 use serde_json::Map;
@@ -490,16 +490,25 @@ impl CdcTable {
         };
         let processed_at = now_us();
         let written = writer.write(&rows, processed_at).await?;
-        let mut delete_files = Vec::new();
-        for (file_id, mut positions) in deletes {
+        // one position-delete file per partition (not per data file: at a million keys a
+        // batch touches a thousand data files)
+        let mut by_partition: HashMap<Struct, Vec<(String, Vec<u32>)>> = HashMap::new();
+        for (file_id, positions) in deletes {
             let Some(Some(data_file)) = self.files.get(file_id as usize) else {
                 return Err(MergeError::Commit(format!(
                     "key index points at unknown file {file_id}"
                 )));
             };
+            by_partition
+                .entry(data_file.partition().clone())
+                .or_default()
+                .push((data_file.file_path().to_owned(), positions));
+        }
+        let mut delete_files = Vec::new();
+        for (partition, mut targets) in by_partition {
             delete_files.push(
                 writer
-                    .write_position_deletes(data_file, &mut positions)
+                    .write_position_deletes(&partition, &mut targets)
                     .await?,
             );
         }
