@@ -609,8 +609,8 @@ impl Bench {
                 max_input_bytes: u64::MAX,
                 ..Default::default()
             };
-            let (_, report) = iceberg_cdc_merge::compaction::compact(&catalog, &t, &policy).await?;
-            anyhow::Ok(report)
+            let out = iceberg_cdc_merge::compaction::compact(&catalog, &t, &policy).await?;
+            anyhow::Ok(out.report)
         })?;
         let after = self.duckdb_scan(dir, table)?;
         let facts_after =

@@ -124,12 +124,15 @@ impl MaintenanceSection {
     }
 
     /// The settings of `table`. `connector_key` names the summary key whose newest
-    /// snapshot per writer expiry keeps (the connector's resume point).
+    /// snapshot per writer expiry keeps (the connector's resume point). `only`: the tasks
+    /// to run whatever their `enabled` says (the `maintain --only` command); empty: as
+    /// configured.
     pub fn resolve(
         &self,
         table: &TableIdent,
         target_file_size: Option<u64>,
         connector_key: &str,
+        only: &[Task],
     ) -> TableMaintenance {
         let name = table.to_string();
         let o = self.tables.get(&name);
@@ -139,7 +142,14 @@ impl MaintenanceSection {
                 o.and_then(|o| o.$($field).+).or(self.$($field).+)
             };
         }
-        let compaction = pick!(compaction.enabled).unwrap_or(true).then(|| {
+        let on = |task: Task, enabled: Option<bool>| {
+            if only.is_empty() {
+                enabled.unwrap_or(true)
+            } else {
+                only.contains(&task)
+            }
+        };
+        let compaction = on(Task::Compaction, pick!(compaction.enabled)).then(|| {
             let default = CompactionPolicy::default();
             let target = pick!(compaction.target_file_size)
                 .map(|b| b.0)
@@ -159,7 +169,7 @@ impl MaintenanceSection {
                 carry_summary_of: Some(connector_key.to_owned()),
             }
         });
-        let expiry = pick!(expiry.enabled).unwrap_or(true).then(|| {
+        let expiry = on(Task::Expiry, pick!(expiry.enabled)).then(|| {
             let default = ExpiryPolicy::default();
             ExpiryPolicy {
                 max_age: pick!(expiry.max_snapshot_age)
@@ -170,13 +180,11 @@ impl MaintenanceSection {
                 max_attempts: default.max_attempts,
             }
         });
-        let orphans = pick!(orphans.enabled)
-            .unwrap_or(true)
-            .then(|| OrphanPolicy {
-                older_than: pick!(orphans.older_than)
-                    .map(|s| s.0)
-                    .unwrap_or(OrphanPolicy::default().older_than),
-            });
+        let orphans = on(Task::Orphans, pick!(orphans.enabled)).then(|| OrphanPolicy {
+            older_than: pick!(orphans.older_than)
+                .map(|s| s.0)
+                .unwrap_or(OrphanPolicy::default().older_than),
+        });
         TableMaintenance {
             scheduled: pick!(enabled).unwrap_or(true),
             interval: pick!(interval).map(|s| s.0).unwrap_or(DEFAULT_INTERVAL),
@@ -263,21 +271,7 @@ pub async fn maintain_command(
     idents.sort_by_key(|i| i.to_string());
     let target = config.iceberg.tables.target_file_size.map(|b| b.0);
     for ident in idents {
-        let mut settings = section.resolve(&ident, target, crate::sink::CONNECTOR_KEY);
-        if !only_tasks.is_empty() {
-            let want = |t: Task| only_tasks.contains(&t);
-            let all = section.resolve(&ident, target, crate::sink::CONNECTOR_KEY);
-            settings.policy.compaction =
-                want(Task::Compaction).then(|| all.policy.compaction.clone().unwrap_or_default());
-            settings.policy.expiry = want(Task::Expiry).then(|| {
-                all.policy.expiry.clone().unwrap_or(ExpiryPolicy {
-                    keep_newest_of: Some(crate::sink::CONNECTOR_KEY.to_owned()),
-                    ..ExpiryPolicy::default()
-                })
-            });
-            settings.policy.orphans =
-                want(Task::Orphans).then(|| all.policy.orphans.clone().unwrap_or_default());
-        }
+        let mut settings = section.resolve(&ident, target, crate::sink::CONNECTOR_KEY, only_tasks);
         if let (Some(p), Some(window)) = (&mut settings.policy.orphans, orphans_older_than) {
             p.older_than = window.0;
         }
@@ -331,7 +325,7 @@ mod tests {
     #[test]
     fn defaults_section_and_table_overrides() {
         let s = section("{}");
-        let t = s.resolve(&ident("public.orders"), None, "cdc.connector");
+        let t = s.resolve(&ident("public.orders"), None, "cdc.connector", &[]);
         assert!(t.scheduled);
         assert_eq!(t.interval, DEFAULT_INTERVAL);
         let c = t.policy.compaction.unwrap();
@@ -354,19 +348,19 @@ mod tests {
                public.quiet: { enabled: false }\n",
         );
         s.validate().unwrap();
-        let other = s.resolve(&ident("public.items"), Some(1 << 20), "k");
+        let other = s.resolve(&ident("public.items"), Some(1 << 20), "k", &[]);
         assert_eq!(other.interval, Duration::from_secs(30));
         let c = other.policy.compaction.unwrap();
         assert_eq!((c.target_file_size, c.small_file_size), (1 << 20, 8 << 20));
         assert_eq!(c.min_input_files, 3);
         assert_eq!(other.policy.expiry.unwrap().min_snapshots, 4);
         assert!(other.policy.orphans.is_some());
-        let orders = s.resolve(&ident("public.orders"), None, "k");
+        let orders = s.resolve(&ident("public.orders"), None, "k", &[]);
         assert_eq!(orders.interval, Duration::from_secs(3600));
         assert!(orders.policy.orphans.is_none());
         let c = orders.policy.compaction.unwrap();
         assert_eq!((c.min_input_files, c.small_file_size), (9, 8 << 20));
-        assert!(!s.resolve(&ident("public.quiet"), None, "k").scheduled);
+        assert!(!s.resolve(&ident("public.quiet"), None, "k", &[]).scheduled);
     }
 
     #[test]

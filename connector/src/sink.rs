@@ -77,6 +77,8 @@ struct TableState {
     table: CdcTable,
     /// partition -> next offset this table already holds.
     committed: BTreeMap<Partition, i64>,
+    /// Its `iceberg.maintenance` settings, resolved once.
+    maintenance: TableMaintenance,
 }
 
 pub struct Sink {
@@ -229,7 +231,8 @@ impl Sink {
                 *start = (*start).max(w);
             }
             tracing::info!(table = %ident, offsets = %offsets_json(&committed), "resuming");
-            self.tables.insert(ident, TableState { table, committed });
+            let state = self.table_state(&ident, table, committed);
+            self.tables.insert(ident, state);
         }
         Ok(())
     }
@@ -410,31 +413,40 @@ impl Sink {
     /// one interval later: maintenance never holds the stream up, and nothing it does can
     /// lose a committed row.
     async fn maintain_due(&mut self) {
-        let section = &self.config.iceberg.maintenance;
-        let target = self.config.iceberg.tables.target_file_size.map(|b| b.0);
-        let settings: HashMap<&TableIdent, TableMaintenance> = self
+        let scheduled = self
             .tables
-            .keys()
-            .map(|i| (i, section.resolve(i, target, CONNECTOR_KEY)))
-            .filter(|(_, t)| t.scheduled)
-            .collect();
-        let now = Instant::now();
-        let Some(ident) = self
-            .maintenance
-            .due(settings.iter().map(|(i, t)| (*i, t.interval)), now)
-        else {
-            return;
-        };
-        let Some(t) = settings.get(&ident).cloned() else {
+            .iter()
+            .filter(|(_, s)| s.maintenance.scheduled)
+            .map(|(i, s)| (i, s.maintenance.interval));
+        let Some(ident) = self.maintenance.due(scheduled, Instant::now()) else {
             return;
         };
         let Some(state) = self.tables.get_mut(&ident) else {
             return;
         };
+        let t = &state.maintenance;
         if let Err(e) = maintain_table(&self.catalog, &ident, &mut state.table, &t.policy).await {
             tracing::error!(table = %ident, "maintenance failed (next try in {:?}): {e:#}", t.interval);
         }
         self.maintenance.done(&ident, t.interval, Instant::now());
+    }
+
+    fn table_state(
+        &self,
+        ident: &TableIdent,
+        table: CdcTable,
+        committed: BTreeMap<Partition, i64>,
+    ) -> TableState {
+        let target = self.config.iceberg.tables.target_file_size.map(|b| b.0);
+        TableState {
+            table,
+            committed,
+            maintenance: self
+                .config
+                .iceberg
+                .maintenance
+                .resolve(ident, target, CONNECTOR_KEY, &[]),
+        }
     }
 
     /// One SmartModule output record: routed into a batch, or dead-lettered.
@@ -500,10 +512,7 @@ impl Sink {
             };
             self.tables.insert(
                 ident.clone(),
-                TableState {
-                    table,
-                    committed: BTreeMap::new(),
-                },
+                self.table_state(&ident, table, BTreeMap::new()),
             );
         }
         let state = self

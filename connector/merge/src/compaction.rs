@@ -475,47 +475,61 @@ pub async fn commit(
     ))
 }
 
+/// What [`compact`] leaves.
+pub struct Compacted {
+    /// The table as it is now (as loaded last when nothing landed).
+    pub table: Table,
+    pub report: CompactionReport,
+    /// The rewrite, when it landed directly on the table it read: its moves then describe
+    /// the new table exactly (a key index can follow them instead of being rebuilt).
+    pub on_base: Option<Rewrite>,
+}
+
 /// Prepares and commits rewrites until one lands, nothing is left to do, or the attempts
-/// run out. For a table no key index follows (the `maintain` command, a foreign table).
+/// run out.
 pub async fn compact(
     catalog: &Catalog,
     table: &Table,
     policy: &CompactionPolicy,
-) -> Result<(Table, CompactionReport), MergeError> {
+) -> Result<Compacted, MergeError> {
     let started = Instant::now();
     let mut table = table.clone();
     let mut conflicts = 0;
     loop {
-        let Some(rewrite) = prepare(&table, policy).await? else {
-            let report = CompactionReport {
+        let nothing = |table: Table, conflicts| Compacted {
+            table,
+            report: CompactionReport {
                 conflicts,
                 elapsed: started.elapsed(),
                 ..CompactionReport::default()
-            };
-            return Ok((table, report));
+            },
+            on_base: None,
         };
-        match commit(catalog, &rewrite, policy).await? {
-            Committed::OnBase(t) | Committed::Rebased(t) => {
-                let mut report = rewrite.report.clone();
-                report.conflicts = conflicts;
-                report.snapshot_id = t.metadata().current_snapshot_id();
-                report.elapsed = started.elapsed();
-                return Ok((*t, report));
-            }
+        let Some(rewrite) = prepare(&table, policy).await? else {
+            return Ok(nothing(table, conflicts));
+        };
+        let (new_table, on_base) = match commit(catalog, &rewrite, policy).await? {
+            Committed::OnBase(t) => (*t, true),
+            Committed::Rebased(t) => (*t, false),
             Committed::Dropped(reason) => {
                 conflicts += 1;
                 tracing::info!(table = %table.identifier(), reason, "compaction dropped");
-                if conflicts >= policy.max_attempts {
-                    let report = CompactionReport {
-                        conflicts,
-                        elapsed: started.elapsed(),
-                        ..CompactionReport::default()
-                    };
-                    return Ok((table, report));
-                }
                 table = catalog.load_existing(table.identifier()).await?;
+                if conflicts >= policy.max_attempts {
+                    return Ok(nothing(table, conflicts));
+                }
+                continue;
             }
-        }
+        };
+        let mut report = rewrite.report.clone();
+        report.conflicts = conflicts;
+        report.snapshot_id = new_table.metadata().current_snapshot_id();
+        report.elapsed = started.elapsed();
+        return Ok(Compacted {
+            table: new_table,
+            report,
+            on_base: on_base.then_some(rewrite),
+        });
     }
 }
 

@@ -55,10 +55,10 @@ pub async fn maintain(
     let mut report = MaintenanceReport::default();
     let mut table = table;
     if let Some(p) = &policy.compaction {
-        let (t, r) = compact(catalog, &table, p).await?;
-        tracing::info!(table = %t.identifier(), "compaction: {r}");
-        table = t;
-        report.compaction = Some(r);
+        let out = compact(catalog, &table, p).await?;
+        tracing::info!(table = %out.table.identifier(), "compaction: {}", out.report);
+        table = out.table;
+        report.compaction = Some(out.report);
     }
     let table = tidy(catalog, table, policy, &mut report).await?;
     Ok((table, report))

@@ -4,7 +4,7 @@
 use crate::arrow_rows::{value_at, Row};
 use crate::catalog::Catalog;
 use crate::commit::{commit, discard, live_files, Changes, Outcome};
-use crate::compaction::{self, Committed, CompactionPolicy, CompactionReport, Rewrite};
+use crate::compaction::{self, CompactionPolicy, CompactionReport, Rewrite};
 use crate::files::{read_columns, read_position_deletes, DataWriter, WriteOptions};
 use crate::key_index::{Key, KeyIndex, Location};
 use crate::maintenance::{tidy, MaintenancePolicy, MaintenanceReport};
@@ -248,45 +248,20 @@ impl CdcTable {
         catalog: &Catalog,
         policy: &CompactionPolicy,
     ) -> Result<CompactionReport, MergeError> {
-        let started = std::time::Instant::now();
-        let mut conflicts = 0;
-        loop {
-            let Some(rewrite) = compaction::prepare(&self.table, policy).await? else {
-                return Ok(CompactionReport {
-                    conflicts,
-                    elapsed: started.elapsed(),
-                    ..CompactionReport::default()
-                });
-            };
-            let mut report = rewrite.report.clone();
-            report.conflicts = conflicts;
-            match compaction::commit(catalog, &rewrite, policy).await? {
-                Committed::OnBase(table) => {
-                    self.follow_rewrite(&rewrite);
-                    self.set_table(*table)?;
-                }
-                Committed::Rebased(table) => {
-                    self.set_table(*table)?;
-                    self.rebuild_index().await?;
-                }
-                Committed::Dropped(reason) => {
-                    conflicts += 1;
-                    tracing::info!(table = %self.table.identifier(), reason, "compaction dropped");
-                    self.reload(catalog).await?;
-                    if conflicts >= policy.max_attempts {
-                        return Ok(CompactionReport {
-                            conflicts,
-                            elapsed: started.elapsed(),
-                            ..CompactionReport::default()
-                        });
-                    }
-                    continue;
-                }
+        let before = self.table.metadata_location().map(str::to_owned);
+        let out = compaction::compact(catalog, &self.table, policy).await?;
+        match &out.on_base {
+            Some(rewrite) if rewrite.base.metadata_location() == before.as_deref() => {
+                self.follow_rewrite(rewrite);
+                self.set_table(out.table)?;
             }
-            report.snapshot_id = self.table.metadata().current_snapshot_id();
-            report.elapsed = started.elapsed();
-            return Ok(report);
+            _ if out.table.metadata_location() != before.as_deref() => {
+                self.set_table(out.table)?;
+                self.rebuild_index().await?;
+            }
+            _ => {}
         }
+        Ok(out.report)
     }
 
     /// Runs the maintenance `policy` switches on: compaction with the index moved along,
