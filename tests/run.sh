@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+# a one-off build gains nothing from incremental state, which is gigabytes on disk
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 step() { printf '\n== %s\n' "$*"; }
 
 step "Python readers (PyIceberg, DuckDB) in tests/.venv"
@@ -56,6 +58,8 @@ PROPTEST_CASES="${PROPTEST_CASES:-30000}" cargo test --workspace --locked --no-f
 if ! command -v fluvio >/dev/null || ! command -v fluvio-run >/dev/null; then
   echo "note: the Fluvio cluster test was SKIPPED (no fluvio and fluvio-run on PATH)"
 fi
+
+echo "disk: $(du -sh target 2>/dev/null | cut -f1) in target/, $(df -h . | awk 'NR==2 {print $4}') free"
 
 # one closing line for the whole suite
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

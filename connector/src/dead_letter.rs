@@ -79,7 +79,12 @@ impl DeadLetter {
         }
         match (&mut self.file, &self.topic) {
             (Some((path, f)), _) => {
-                writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
+                // one write of the whole line: members of a consumer group may share the
+                // file, and appends of whole lines do not interleave
+                let mut bytes = line.to_string().into_bytes();
+                bytes.push(b'\n');
+                f.write_all(&bytes)
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
             (None, Some((topic, producer))) => {
                 producer

@@ -14,8 +14,8 @@ use crate::router::route;
 use crate::source::file::{FileSource, LineFormat};
 use crate::source::fluvio::OffsetMirror;
 use crate::source::kafka::{KafkaHandle, Revocation};
-use crate::source::{Partition, SourceRecord};
-use crate::transform::{Chain, Step};
+use crate::source::Partition;
+use crate::transform::{Arrival, Chain, Decoded, Step, Transformed};
 use anyhow::{anyhow, bail, Context, Result};
 use debezium_cdc::record::{CdcRecord, Op};
 use iceberg::TableIdent;
@@ -109,6 +109,37 @@ fn parse_offsets(text: Option<&String>) -> BTreeMap<Partition, i64> {
         .collect()
 }
 
+/// The summary properties of a commit: this connector's name, the offsets the table holds
+/// and the checkpoint. Members of one consumer group (one connector name, partitions split
+/// between them) commit to the same tables, each knowing its own partitions: each partition
+/// goes in at the higher of ours and what the table's newest commit of this connector says,
+/// so no member's commit hides another's progress. (A partition has one owner at a time and
+/// its positions only grow, so the higher one is the true one.)
+fn summary_properties(
+    name: &str,
+    current: Option<&HashMap<String, String>>,
+    offsets: &BTreeMap<Partition, i64>,
+    checkpoint: &BTreeMap<Partition, i64>,
+) -> HashMap<String, String> {
+    let ours = current.filter(|c| c.get(CONNECTOR_KEY).map(String::as_str) == Some(name));
+    let carried = |key: &str, mine: &BTreeMap<Partition, i64>| {
+        let mut merged = parse_offsets(ours.and_then(|c| c.get(key)));
+        for (p, &o) in mine {
+            let at = merged.entry(p.clone()).or_insert(o);
+            *at = (*at).max(o);
+        }
+        offsets_json(&merged)
+    };
+    HashMap::from([
+        (CONNECTOR_KEY.to_owned(), name.to_owned()),
+        (OFFSETS_KEY.to_owned(), carried(OFFSETS_KEY, offsets)),
+        (
+            CHECKPOINT_KEY.to_owned(),
+            carried(CHECKPOINT_KEY, checkpoint),
+        ),
+    ])
+}
+
 /// Where progress goes besides the tables: the source's own offsets, for monitoring.
 enum Progress {
     None,
@@ -151,11 +182,12 @@ impl Progress {
         }
     }
 
-    /// The next revocation of partitions (Kafka rebalances); never, for other sources.
-    async fn revoked(&mut self) -> Option<Revocation> {
+    /// The revocations of partitions (Kafka rebalances), for the transform stage to hand on
+    /// in order with the chunks.
+    fn take_revocations(&mut self) -> Option<tokio::sync::mpsc::Receiver<Revocation>> {
         match self {
-            Progress::Kafka(k) => k.revocations.recv().await,
-            _ => std::future::pending().await,
+            Progress::Kafka(k) => k.take_revocations(),
+            _ => None,
         }
     }
 }
@@ -242,7 +274,8 @@ impl Sink {
         &self.next_read
     }
 
-    fn chain(&self) -> Result<Chain> {
+    /// The `transforms:` chain, one instance per transform worker.
+    fn chains(&self) -> Result<Vec<Chain>> {
         let steps = self
             .config
             .transforms
@@ -266,12 +299,14 @@ impl Sink {
         if steps.is_empty() {
             bail!("the file source needs the debezium-cdc SmartModule under transforms:");
         }
-        Chain::new(&steps)
+        (0..crate::transform::workers())
+            .map(|_| Chain::new(&steps))
+            .collect()
     }
 
     /// Runs until the source ends or `stop` turns true; then commits what is open.
     pub async fn run(&mut self, mut stop: watch::Receiver<bool>) -> Result<()> {
-        let (mut chunks, mut chain, mut progress) = match self.config.iceberg.source.kind {
+        let (chunks, chains, mut progress) = match self.config.iceberg.source.kind {
             SourceKind::File => {
                 let source_cfg = &self.config.iceberg.source;
                 let path = source_cfg.path.clone().unwrap_or_default();
@@ -290,7 +325,7 @@ impl Sink {
                 tracing::info!(path, start, "reading");
                 (
                     crate::source::file::spawn(source, CHUNK),
-                    Some(self.chain()?),
+                    self.chains()?,
                     Progress::None,
                 )
             }
@@ -298,7 +333,7 @@ impl Sink {
                 let (rx, mirror) =
                     crate::source::fluvio::spawn(&self.config, &self.next_read, CHUNK).await?;
                 tracing::info!(topic = self.config.meta.topic.name(), "consuming");
-                (rx, None, Progress::Fluvio(mirror))
+                (rx, Vec::new(), Progress::Fluvio(mirror))
             }
             SourceKind::Kafka => {
                 let section = self.config.iceberg.source.kafka.clone().unwrap_or_default();
@@ -306,9 +341,11 @@ impl Sink {
                 let (rx, handle) =
                     crate::source::kafka::spawn(&section, &group, &self.next_read, CHUNK)?;
                 tracing::info!(topics = ?section.subscription(), group, "consuming from Kafka");
-                (rx, Some(self.chain()?), Progress::Kafka(handle))
+                (rx, self.chains()?, Progress::Kafka(handle))
             }
         };
+        let revocations = progress.take_revocations();
+        let mut arrivals = crate::transform::spawn(chains, chunks, revocations)?;
         let mut last_progress = Instant::now();
         let mut read_at_last_progress = self.stats.read;
         loop {
@@ -319,54 +356,24 @@ impl Sink {
                     tracing::info!("stop requested: committing open batches");
                     break;
                 }
-                chunk = chunks.recv() => {
-                    let chunk = match chunk {
-                        None => break,
-                        Some(chunk) => chunk?,
-                    };
-                    let Some((partition, last)) =
-                        chunk.last().map(|r| (r.partition.clone(), r.offset))
-                    else {
-                        break;
-                    };
-                    self.stats.read += chunk.len() as u64;
-                    let (unreadable, chunk): (Vec<_>, Vec<_>) =
-                        chunk.into_iter().partition(|r| r.defect.is_some());
-                    for r in unreadable {
-                        let reason = r.defect.as_deref().unwrap_or("unreadable");
-                        self.dead.send(&r.partition, r.offset, reason, &r.value).await?;
-                    }
-                    let out = match chain.as_mut() {
-                        Some(chain) => chain.apply(&chunk)?,
-                        None => chunk,
-                    };
-                    for record in out {
-                        // everything before this record is in a batch (or filtered out)
-                        self.next_read.insert(partition.clone(), record.offset);
-                        if let Some(table) = self.accept(record).await? {
-                            if self.batches.full(&table, &self.limits) {
+                arrival = arrivals.recv() => match arrival {
+                    None => break,
+                    Some(arrival) => match arrival? {
+                        Arrival::Chunk(chunk) => self.take_chunk(chunk).await?,
+                        Arrival::Revoked(r) => {
+                            // the partitions go to another member: it starts where the
+                            // tables are, so everything read of them is committed first
+                            for table in self.batches.tables() {
                                 self.commit(&table).await?;
                             }
+                            progress.durable(&self.next_read);
+                            for p in &r.partitions {
+                                self.next_read.remove(p);
+                            }
+                            let _ = r.done.send(());
                         }
-                    }
-                    self.next_read.insert(partition, last + 1);
-                    tracing::debug!(last, "chunk read");
-                }
-                // after the chunks: those read before a revocation are handed over before it
-                revocation = progress.revoked() => {
-                    if let Some(r) = revocation {
-                        // the partitions go to another member: it starts where the tables
-                        // are, so everything read of them is committed first
-                        for table in self.batches.tables() {
-                            self.commit(&table).await?;
-                        }
-                        progress.durable(&self.next_read);
-                        for p in &r.partitions {
-                            self.next_read.remove(p);
-                        }
-                        let _ = r.done.send(());
-                    }
-                }
+                    },
+                },
                 _ = tick => {}
             }
             let due = self.batches.due(&self.limits, Instant::now());
@@ -401,7 +408,7 @@ impl Sink {
             self.commit(&table).await?;
         }
         // a source blocked on handing over a chunk lets go once nobody can take it
-        drop(chunks);
+        drop(arrivals);
         progress.close(&self.next_read).await;
         self.dead.flush().await?;
         self.stats.dead_lettered = self.dead.count;
@@ -449,14 +456,45 @@ impl Sink {
         }
     }
 
+    /// One transformed source chunk: its records into batches (or dead letters), a batch
+    /// committed as soon as it is full.
+    async fn take_chunk(&mut self, chunk: Transformed) -> Result<()> {
+        let Transformed {
+            partition,
+            last,
+            read,
+            unreadable,
+            records,
+        } = chunk;
+        self.stats.read += read as u64;
+        for r in unreadable {
+            let reason = r.defect.as_deref().unwrap_or("unreadable");
+            self.dead
+                .send(&r.partition, r.offset, reason, &r.value)
+                .await?;
+        }
+        for record in records {
+            // everything before this record is in a batch (or filtered out)
+            self.next_read.insert(partition.clone(), record.offset);
+            if let Some(table) = self.accept(&partition, record).await? {
+                if self.batches.full(&table, &self.limits) {
+                    self.commit(&table).await?;
+                }
+            }
+        }
+        tracing::debug!(%partition, last, read, "chunk read");
+        self.next_read.insert(partition, last + 1);
+        Ok(())
+    }
+
     /// One SmartModule output record: routed into a batch, or dead-lettered.
     /// Returns the table the change went to.
-    async fn accept(&mut self, record: SourceRecord) -> Result<Option<TableIdent>> {
-        let (p, off) = (record.partition.clone(), record.offset);
-        let parsed: CdcRecord = match serde_json::from_slice(&record.value) {
+    async fn accept(&mut self, p: &Partition, record: Decoded) -> Result<Option<TableIdent>> {
+        let off = record.offset;
+        let p = p.clone();
+        let parsed = match record.record {
             Ok(r) => r,
-            Err(e) => {
-                let reason = format!("not a CDC record: {e}");
+            Err(reason) => {
                 return self
                     .dead
                     .send(&p, off, &reason, &record.value)
@@ -555,11 +593,15 @@ impl Sink {
         for (p, (_, last)) in &batch.span {
             offsets.insert(p.clone(), last + 1);
         }
-        let properties = HashMap::from([
-            (CONNECTOR_KEY.to_owned(), self.config.meta.name.clone()),
-            (OFFSETS_KEY.to_owned(), offsets_json(&offsets)),
-            (CHECKPOINT_KEY.to_owned(), offsets_json(&watermark)),
-        ]);
+        let name = &self.config.meta.name;
+        let properties = |table: &CdcTable| {
+            summary_properties(
+                name,
+                table.last_summary_with(CONNECTOR_KEY).as_ref(),
+                &offsets,
+                &watermark,
+            )
+        };
         let retries = &self.config.iceberg.retries;
         let started = Instant::now();
         let mut attempt = 0;
@@ -567,7 +609,7 @@ impl Sink {
             attempt += 1;
             match state
                 .table
-                .apply(&self.catalog, &batch.records, properties.clone())
+                .apply_with(&self.catalog, &batch.records, properties)
                 .await
             {
                 Ok(applied) => break applied,
@@ -590,7 +632,14 @@ impl Sink {
                 }
             }
         };
-        state.committed = offsets;
+        // ours, and what other members of the group committed to this table before us
+        state.committed = parse_offsets(
+            state
+                .table
+                .last_summary_with(CONNECTOR_KEY)
+                .as_ref()
+                .and_then(|s| s.get(OFFSETS_KEY)),
+        );
         self.stats.commits += 1;
         self.stats.stale += applied.stale;
         self.stats.last_commit_ms = Some(started.elapsed().as_millis());
@@ -603,5 +652,50 @@ impl Sink {
             "committed"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn positions(pairs: &[(&str, i64)]) -> BTreeMap<Partition, i64> {
+        pairs
+            .iter()
+            .map(|(p, o)| (Partition::named(p), *o))
+            .collect()
+    }
+
+    #[test]
+    fn a_commit_carries_the_other_members_partitions_at_their_highest() {
+        // the table's newest commit is the other member's: t/1 and t/2 are its partitions
+        let theirs = HashMap::from([
+            (CONNECTOR_KEY.to_owned(), "sink".to_owned()),
+            (
+                OFFSETS_KEY.to_owned(),
+                r#"{"t/0":10,"t/1":500,"t/2":700}"#.to_owned(),
+            ),
+            (
+                CHECKPOINT_KEY.to_owned(),
+                r#"{"t/0":10,"t/1":480,"t/2":690}"#.to_owned(),
+            ),
+        ]);
+        // ours knows t/1 only as it was when we started, and t/0 as its owner
+        let offsets = positions(&[("t/0", 300), ("t/1", 200)]);
+        let checkpoint = positions(&[("t/0", 290), ("t/1", 200)]);
+        let props = summary_properties("sink", Some(&theirs), &offsets, &checkpoint);
+        assert_eq!(props[CONNECTOR_KEY], "sink");
+        assert_eq!(props[OFFSETS_KEY], r#"{"t/0":300,"t/1":500,"t/2":700}"#);
+        assert_eq!(props[CHECKPOINT_KEY], r#"{"t/0":290,"t/1":480,"t/2":690}"#);
+
+        // another connector's commit to the same table is not ours to carry
+        let other = HashMap::from([
+            (CONNECTOR_KEY.to_owned(), "other".to_owned()),
+            (OFFSETS_KEY.to_owned(), r#"{"t/9":5}"#.to_owned()),
+        ]);
+        let props = summary_properties("sink", Some(&other), &offsets, &checkpoint);
+        assert_eq!(props[OFFSETS_KEY], r#"{"t/0":300,"t/1":200}"#);
+        let props = summary_properties("sink", None, &offsets, &checkpoint);
+        assert_eq!(props[CHECKPOINT_KEY], r#"{"t/0":290,"t/1":200}"#);
     }
 }

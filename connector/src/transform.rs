@@ -1,9 +1,15 @@
 //! SmartModules applied in-process with `fluvio-smartengine`, the engine Fluvio's SPU runs:
 //! the same `.wasm` and the same `with:` params as a `transforms:` entry, for sources that do
 //! not pass through a Fluvio topic (files, Kafka read directly).
+//!
+//! The transform runs as a stage of its own ([`spawn`]), on threads of its own: while the
+//! run loop merges and commits one batch, the next chunks go through SmartModule instances
+//! side by side and are decoded into CDC records.
 
-use crate::source::SourceRecord;
-use anyhow::{bail, Context, Result};
+use crate::source::kafka::Revocation;
+use crate::source::{Partition, SourceRecord};
+use anyhow::{anyhow, bail, Context, Result};
+use debezium_cdc::record::CdcRecord;
 use fluvio_smartengine::{
     SmartEngine, SmartModuleChainBuilder, SmartModuleChainInstance, SmartModuleConfig,
     DEFAULT_SMARTENGINE_VERSION,
@@ -12,6 +18,8 @@ use fluvio_smartmodule::dataplane::smartmodule::SmartModuleInput;
 use fluvio_smartmodule::Record;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
 
 /// One SmartModule of a chain: its compiled module and its params.
 #[derive(Debug, Clone)]
@@ -115,4 +123,181 @@ impl Chain {
             })
             .collect())
     }
+}
+
+/// What reaches the run loop from the transform stage, in the order the source produced it.
+pub enum Arrival {
+    Chunk(Transformed),
+    /// Partitions being taken away (Kafka), after every chunk read of them before.
+    Revoked(Revocation),
+}
+
+/// One source chunk (of one partition) after the SmartModule chain.
+pub struct Transformed {
+    pub partition: Partition,
+    /// The offset of the chunk's last source record.
+    pub last: i64,
+    /// Source records in the chunk.
+    pub read: usize,
+    /// Records the source could not make a message of (`defect` says why).
+    pub unreadable: Vec<SourceRecord>,
+    /// The chain's output, decoded.
+    pub records: Vec<Decoded>,
+}
+
+/// One output record of the chain.
+pub struct Decoded {
+    pub offset: i64,
+    /// The CDC record, or why the output is not one.
+    pub record: Result<CdcRecord, String>,
+    /// The output as the chain wrote it (what a dead letter carries).
+    pub value: Vec<u8>,
+}
+
+/// Chunks the stage may have in hand (being transformed, or done and waiting for the loop)
+/// per worker.
+const AHEAD_PER_WORKER: usize = 2;
+
+/// How many chains to run side by side: one per core, at most four.
+pub fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+/// A chunk for a worker, and where its result goes.
+type Job = (Vec<SourceRecord>, oneshot::Sender<Result<Arrival>>);
+
+/// Starts the transform stage: source chunks in, [`Arrival`]s out, in the order the source
+/// produced them. Each of `chains` runs on a worker thread of its own and takes the next
+/// chunk when it is free (the SmartModule keeps no state between records that matters for
+/// the output, so any instance may take any chunk); the results are handed on in source
+/// order. Revocations, when the source has them, are handed on after every chunk that came
+/// before them. Without chains (a Fluvio topic, transformed by the SPU) one worker only
+/// decodes. An error of the source or of a chain is the stage's last item; the end of the
+/// source ends the stage.
+pub fn spawn(
+    chains: Vec<Chain>,
+    mut chunks: mpsc::Receiver<Result<Vec<SourceRecord>>>,
+    mut revocations: Option<mpsc::Receiver<Revocation>>,
+) -> Result<mpsc::Receiver<Result<Arrival>>> {
+    let workers: Vec<Option<Chain>> = if chains.is_empty() {
+        vec![None]
+    } else {
+        chains.into_iter().map(Some).collect()
+    };
+    let ahead = AHEAD_PER_WORKER * workers.len();
+    let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(workers.len());
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    for (n, mut chain) in workers.into_iter().enumerate() {
+        let jobs = Arc::clone(&job_rx);
+        std::thread::Builder::new()
+            .name(format!("transform-{n}"))
+            .spawn(move || loop {
+                // one worker waits for a job at a time; a poisoned lock means another
+                // worker panicked, and the stage is over
+                let job = match jobs.lock() {
+                    Ok(jobs) => jobs.recv(),
+                    Err(_) => return,
+                };
+                let Ok((chunk, done)) = job else {
+                    return;
+                };
+                let _ = done.send(transform(chain.as_mut(), chunk));
+            })
+            .context("starting a transform worker")?;
+    }
+
+    // results in source order: one receiver per chunk (or revocation), queued as dispatched
+    let (order_tx, mut order_rx) = mpsc::channel::<oneshot::Receiver<Result<Arrival>>>(ahead);
+    let runtime = tokio::runtime::Handle::current();
+    std::thread::Builder::new()
+        .name("transform-dispatch".into())
+        .spawn(move || loop {
+            let next = runtime.block_on(async {
+                tokio::select! {
+                    biased;
+                    chunk = chunks.recv() => match chunk {
+                        // an empty chunk: the source has ended
+                        None => None,
+                        Some(Ok(c)) if c.is_empty() => None,
+                        Some(c) => Some(c.map(Next::Chunk)),
+                    },
+                    Some(r) = async {
+                        match revocations.as_mut() {
+                            Some(r) => r.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    } => Some(Ok(Next::Revoked(r))),
+                }
+            });
+            let (result_tx, result_rx) = oneshot::channel();
+            let last = match next {
+                None => return,
+                Some(Ok(Next::Chunk(chunk))) => {
+                    if job_tx.send((chunk, result_tx)).is_err() {
+                        return;
+                    }
+                    false
+                }
+                Some(Ok(Next::Revoked(r))) => {
+                    let _ = result_tx.send(Ok(Arrival::Revoked(r)));
+                    false
+                }
+                Some(Err(e)) => {
+                    let _ = result_tx.send(Err(e));
+                    true
+                }
+            };
+            if order_tx.blocking_send(result_rx).is_err() || last {
+                return;
+            }
+        })
+        .context("starting the transform stage")?;
+
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        while let Some(result) = order_rx.recv().await {
+            let arrival = result
+                .await
+                .unwrap_or_else(|_| Err(anyhow!("a transform worker stopped")));
+            let failed = arrival.is_err();
+            if tx.send(arrival).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+enum Next {
+    Chunk(Vec<SourceRecord>),
+    Revoked(Revocation),
+}
+
+fn transform(chain: Option<&mut Chain>, chunk: Vec<SourceRecord>) -> Result<Arrival> {
+    let (partition, last) = match chunk.last() {
+        Some(r) => (r.partition.clone(), r.offset),
+        None => bail!("the source handed over an empty chunk"),
+    };
+    let read = chunk.len();
+    let (unreadable, readable): (Vec<_>, Vec<_>) =
+        chunk.into_iter().partition(|r| r.defect.is_some());
+    let out = match chain {
+        Some(chain) => chain.apply(&readable)?,
+        None => readable,
+    };
+    let records = out
+        .into_iter()
+        .map(|r| Decoded {
+            offset: r.offset,
+            record: serde_json::from_slice(&r.value).map_err(|e| format!("not a CDC record: {e}")),
+            value: r.value,
+        })
+        .collect();
+    Ok(Arrival::Chunk(Transformed {
+        partition,
+        last,
+        read,
+        unreadable,
+        records,
+    }))
 }

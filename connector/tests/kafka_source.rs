@@ -2,7 +2,9 @@
 //! this process): Debezium topics of three tables with three partitions each, keyed messages,
 //! tombstones and bad records produced by a real client; the connector as a process; tables
 //! read back by PyIceberg and DuckDB equal to the model. Also `kill -9` at random moments (in
-//! a consumer group) and the broker down for 20 seconds: exactly-once.
+//! a consumer group), a second member joining the group mid-stream (partitions revoked from
+//! the first while its transform stage is busy) and the broker down for 20 seconds:
+//! exactly-once.
 
 mod kafka;
 
@@ -58,6 +60,51 @@ fn kill_nine_at_random_moments_then_exactly_once() {
     wait_until_durable(dir.path(), &ends, &mut child);
     stop(child);
     check(dir.path(), &stream);
+}
+
+#[test]
+fn a_second_member_joins_the_group_mid_stream_then_exactly_once() {
+    let cluster = MockCluster::new(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // (librdkafka's mock cluster drops the oldest messages of a partition past 5 MB:
+    // larger streams lose their beginning before anyone reads it)
+    let stream = stream(20_000, 14);
+    let ends = produce_on(&cluster, &stream);
+    let cfg = group_config(dir.path(), &cluster.bootstrap_servers(), "shop");
+    let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let mut a = start_logged(&cfg, &log_a);
+    // the second member joins once the first has committed something and is still reading
+    let started = std::time::Instant::now();
+    while durable_positions(dir.path()).values().sum::<i64>() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing committed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let b = start_logged(&cfg, &log_b);
+    let joined = durable_positions(dir.path()).values().sum::<i64>();
+    let total: i64 = ends.values().sum();
+    assert!(
+        joined < total,
+        "the first member finished before the second joined"
+    );
+    wait_until_durable(dir.path(), &ends, &mut a);
+    stop(a);
+    stop(b);
+    check(dir.path(), &stream);
+    let (a, b) = (
+        std::fs::read_to_string(&log_a).unwrap(),
+        std::fs::read_to_string(&log_b).unwrap(),
+    );
+    // the first member handed partitions over in time, and the second read some
+    assert!(a.contains("partitions revoked"), "{a}");
+    assert!(!a.contains("not committed within"), "{a}");
+    let assigned_to_b = b
+        .lines()
+        .filter(|l| l.contains("partitions assigned"))
+        .any(|l| l.contains("shop.public."));
+    assert!(assigned_to_b, "{b}");
 }
 
 #[test]

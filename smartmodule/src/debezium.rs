@@ -6,11 +6,13 @@
 //! `ExtractNewRecordState` (`__op`, `__deleted`, `__table`, …); tombstones; transaction
 //! BEGIN/END events; heartbeats.
 
+use crate::converter::{self, RowSchema, Schemas};
 use crate::params::{InputFormat, Settings, TruncateAction};
 use crate::record::{ChangeRecord, LogicalMessage, Op, Position, SourceTable, CONTRACT_VERSION};
 use crate::schema::{describe, ConnectSchema, ValueError};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Why a message produced no change record, without being bad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -80,9 +82,11 @@ pub enum BadMessage {
     Truncate(String),
 }
 
-/// Parses one message. `offset` is the input record's offset, carried into the position.
+/// Parses one message. `offset` is the input record's offset, carried into the position;
+/// `schemas` remembers the schemas of earlier messages.
 pub fn parse(
     settings: &Settings,
+    schemas: &mut Schemas,
     key: Option<&[u8]>,
     value: &[u8],
     offset: Option<i64>,
@@ -90,43 +94,30 @@ pub fn parse(
     if value.iter().all(u8::is_ascii_whitespace) {
         return Ok(Parsed::Skip(Skip::Tombstone));
     }
-    let root: Value = serde_json::from_slice(value).map_err(|e| BadMessage::Json(e.to_string()))?;
-    let (schema, payload) = unwrap_converter(&root);
+    let (schema, payload) =
+        converter::read(value, schemas).map_err(|e| BadMessage::Json(e.to_string()))?;
     let payload = match payload {
         Value::Null => return Ok(Parsed::Skip(Skip::Tombstone)),
         Value::Object(obj) => obj,
-        other => return Err(BadMessage::NotAnObject(describe(other))),
+        other => return Err(BadMessage::NotAnObject(describe(&other))),
     };
-    let schema_name = schema.and_then(|s| s.get("name")).and_then(Value::as_str);
-    if let Some(skip) = control_event(payload, schema_name) {
+    let schema_name = schema.as_ref().and_then(|s| s.name.as_deref());
+    if let Some(skip) = control_event(&payload, schema_name) {
         return Ok(Parsed::Skip(skip));
     }
-    let schema = schema
-        .map(ConnectSchema::parse)
-        .transpose()
-        .map_err(|e| BadMessage::Schema(e.to_string()))?;
-    let event = match shape(settings.format, payload, schema_name) {
-        Some(Shape::Envelope) => read_envelope(payload, schema.as_ref())?,
-        Some(Shape::Flattened) => read_flattened(payload, schema.as_ref())?,
+    if let Some(Err(e)) = schema.as_ref().map(|s| &s.parsed) {
+        return Err(BadMessage::Schema(e.clone()));
+    }
+    let event = match shape(settings.format, &payload, schema_name) {
+        Some(Shape::Envelope) => {
+            read_envelope(payload, schema.and_then(|s| s.envelope_row.clone()))?
+        }
+        Some(Shape::Flattened) => {
+            read_flattened(payload, schema.and_then(|s| s.flattened_row.clone()))?
+        }
         None => return Err(BadMessage::Unrecognized),
     };
-    finish(settings, event, key, offset)
-}
-
-/// `{"schema":…,"payload":…}` -> (schema, payload); anything else is its own payload.
-fn unwrap_converter(root: &Value) -> (Option<&Value>, &Value) {
-    match root {
-        Value::Object(obj) if obj.len() == 2 && obj.contains_key("payload") => {
-            match obj.get("schema") {
-                Some(schema) => (
-                    Some(schema).filter(|s| !s.is_null()),
-                    obj.get("payload").unwrap_or(&Value::Null),
-                ),
-                None => (None, root),
-            }
-        }
-        _ => (None, root),
-    }
+    finish(settings, schemas, event, key, offset)
 }
 
 /// Transaction BEGIN/END events and heartbeats.
@@ -181,13 +172,13 @@ struct Event {
     position: Position,
     before: Option<Map<String, Value>>,
     after: Option<Map<String, Value>>,
-    row_schema: Option<ConnectSchema>,
+    row_schema: Option<Arc<RowSchema>>,
     message: Option<LogicalMessage>,
 }
 
 fn read_envelope(
-    payload: &Map<String, Value>,
-    schema: Option<&ConnectSchema>,
+    mut payload: Map<String, Value>,
+    row_schema: Option<Arc<RowSchema>>,
 ) -> Result<Event, BadMessage> {
     let op_text = match payload.get("op") {
         Some(Value::String(s)) => s.as_str(),
@@ -212,11 +203,8 @@ fn read_envelope(
             })
         }
     };
-    let row_schema = schema
-        .and_then(|s| s.field("after").or_else(|| s.field("before")))
-        .cloned();
     let mut position = source_position(source)?;
-    position.event_ts_ms = opt_i64(payload, "ts_ms", "ts_ms")?;
+    position.event_ts_ms = opt_i64(&payload, "ts_ms", "ts_ms")?;
     position.transaction = payload.get("transaction").filter(|t| !t.is_null()).cloned();
     let message = match payload.get("message") {
         Some(Value::Object(m)) if op == Op::Message => Some(LogicalMessage {
@@ -225,12 +213,15 @@ fn read_envelope(
         }),
         _ => None,
     };
+    let source = source_table(source);
+    let before = row_image(&mut payload, "before")?;
+    let after = row_image(&mut payload, "after")?;
     Ok(Event {
         op,
-        source: source_table(source),
+        source,
         position,
-        before: row_image(payload, "before")?,
-        after: row_image(payload, "after")?,
+        before,
+        after,
         row_schema,
         message,
     })
@@ -238,17 +229,18 @@ fn read_envelope(
 
 static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
 
+/// Takes the `before` or `after` image out of the payload.
 fn row_image(
-    payload: &Map<String, Value>,
+    payload: &mut Map<String, Value>,
     field: &'static str,
 ) -> Result<Option<Map<String, Value>>, BadMessage> {
-    match payload.get(field) {
+    match payload.remove(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(obj)) => Ok(Some(obj.clone())),
+        Some(Value::Object(obj)) => Ok(Some(obj)),
         Some(other) => Err(BadMessage::Field {
             field,
             expected: "an object or null",
-            got: describe(other),
+            got: describe(&other),
         }),
     }
 }
@@ -345,18 +337,18 @@ fn opt_i64(
 
 /// `ExtractNewRecordState` output: the row itself plus `__`-prefixed metadata.
 fn read_flattened(
-    payload: &Map<String, Value>,
-    schema: Option<&ConnectSchema>,
+    payload: Map<String, Value>,
+    row_schema: Option<Arc<RowSchema>>,
 ) -> Result<Event, BadMessage> {
     let mut row = Map::with_capacity(payload.len());
     let mut meta = Map::new();
     for (name, v) in payload {
         match name.strip_prefix("__") {
             Some(m) => {
-                meta.insert(m.to_owned(), v.clone());
+                meta.insert(m.to_owned(), v);
             }
             None => {
-                row.insert(name.clone(), v.clone());
+                row.insert(name, v);
             }
         }
     }
@@ -381,7 +373,7 @@ fn read_flattened(
     let mut source = source_table(&meta);
     if source.table.is_none() {
         // schema name `<topic.prefix>.<schema>.<table>.Value`
-        if let Some(name) = schema.and_then(|s| s.name.as_deref()) {
+        if let Some(name) = row_schema.as_ref().and_then(|s| s.schema.name.as_deref()) {
             let parts: Vec<&str> = name.split('.').collect();
             if parts.len() >= 4 && parts[parts.len() - 1] == "Value" {
                 source.schema = Some(parts[parts.len() - 3].to_owned());
@@ -397,15 +389,6 @@ fn read_flattened(
         .and_then(Value::as_str)
         .map(str::to_owned)
         .or(position.snapshot);
-    let row_schema = schema.map(|s| ConnectSchema {
-        fields: s
-            .fields
-            .iter()
-            .filter(|f| !f.field.as_deref().unwrap_or("").starts_with("__"))
-            .cloned()
-            .collect(),
-        ..s.clone()
-    });
     let (before, after) = if op == Op::Delete {
         (Some(row), None)
     } else {
@@ -425,6 +408,7 @@ fn read_flattened(
 /// Filters, normalizes the row images, resolves the key.
 fn finish(
     settings: &Settings,
+    schemas: &mut Schemas,
     event: Event,
     key: Option<&[u8]>,
     offset: Option<i64>,
@@ -460,15 +444,14 @@ fn finish(
     let normalize =
         |image: Option<Map<String, Value>>, name: &'static str| -> Result<_, BadMessage> {
             match (image, &row_schema) {
-                (Some(row), Some(schema)) => {
-                    schema
-                        .normalize_struct(&row)
-                        .map(Some)
-                        .map_err(|source| BadMessage::Value {
-                            image: name,
-                            source,
-                        })
-                }
+                (Some(row), Some(row_schema)) => row_schema
+                    .schema
+                    .normalize_struct(&row)
+                    .map(Some)
+                    .map_err(|source| BadMessage::Value {
+                        image: name,
+                        source,
+                    }),
                 (image, _) => Ok(image),
             }
         };
@@ -491,15 +474,14 @@ fn finish(
         Op::Truncate | Op::Message => Map::new(),
         _ => {
             let image = after.as_ref().or(before.as_ref());
-            resolve_key(settings, key, image, row_schema.as_ref(), &qualified, db)?
+            let row_schema = row_schema.as_ref().map(|s| &s.schema);
+            resolve_key(settings, schemas, key, image, row_schema, &qualified, db)?
         }
     };
     let columns = match (&row_schema, settings.columns) {
-        (Some(schema), true) if !matches!(op, Op::Truncate | Op::Message) => Some(
-            schema
-                .columns()
-                .map_err(|e| BadMessage::Schema(e.to_string()))?,
-        ),
+        (Some(row_schema), true) if !matches!(op, Op::Truncate | Op::Message) => {
+            Some(row_schema.columns.clone().map_err(BadMessage::Schema)?)
+        }
         _ => None,
     };
 
@@ -546,6 +528,7 @@ fn take_unchanged(row: &mut Map<String, Value>, placeholder: &str) -> Vec<String
 /// picked from the row image.
 fn resolve_key(
     settings: &Settings,
+    schemas: &mut Schemas,
     key: Option<&[u8]>,
     image: Option<&Map<String, Value>>,
     row_schema: Option<&ConnectSchema>,
@@ -553,31 +536,33 @@ fn resolve_key(
     db: Option<&str>,
 ) -> Result<Map<String, Value>, BadMessage> {
     if let Some(bytes) = key.filter(|k| !k.iter().all(u8::is_ascii_whitespace)) {
-        let root: Value =
-            serde_json::from_slice(bytes).map_err(|e| BadMessage::KeyJson(e.to_string()))?;
-        let (key_schema, payload) = unwrap_converter(&root);
-        if let Value::Object(fields) = payload {
-            if !fields.is_empty() {
-                let schema = match key_schema {
-                    Some(s) => Some(
-                        ConnectSchema::parse(s).map_err(|e| BadMessage::Schema(e.to_string()))?,
+        let (key_schema, payload) =
+            converter::read(bytes, schemas).map_err(|e| BadMessage::KeyJson(e.to_string()))?;
+        match payload {
+            Value::Object(fields) if !fields.is_empty() => {
+                let schema = match &key_schema {
+                    Some(known) => Some(
+                        known
+                            .parsed
+                            .as_ref()
+                            .map_err(|e| BadMessage::Schema(e.clone()))?,
                     ),
-                    None => row_schema.cloned(),
+                    None => row_schema,
                 };
                 return match schema {
                     Some(schema) => {
                         schema
-                            .normalize_struct(fields)
+                            .normalize_struct(&fields)
                             .map_err(|source| BadMessage::Value {
                                 image: "key",
                                 source,
                             })
                     }
-                    None => Ok(fields.clone()),
+                    None => Ok(fields),
                 };
             }
-        } else if !payload.is_null() {
-            return Err(BadMessage::KeyNotAnObject(describe(payload)));
+            Value::Object(_) | Value::Null => {}
+            other => return Err(BadMessage::KeyNotAnObject(describe(&other))),
         }
     }
     let columns = settings

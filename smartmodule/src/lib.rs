@@ -7,12 +7,14 @@
 //! the original bytes) for the sink's dead-letter destination, or is dropped and counted,
 //! per the `on_error` parameter.
 
+pub mod converter;
 pub mod debezium;
 pub mod logical;
 pub mod params;
 pub mod record;
 pub mod schema;
 
+use converter::Schemas;
 use debezium::{parse, Parsed};
 use params::{ErrorAction, Settings};
 use record::{CdcRecord, ErrorRecord, Original, CONTRACT_VERSION};
@@ -22,6 +24,7 @@ use std::collections::BTreeMap;
 #[derive(Debug, Default)]
 pub struct Transformer {
     settings: Settings,
+    schemas: Schemas,
     dropped: BTreeMap<String, u64>,
 }
 
@@ -29,6 +32,7 @@ impl Transformer {
     pub fn new(settings: Settings) -> Transformer {
         Transformer {
             settings,
+            schemas: Schemas::default(),
             dropped: BTreeMap::new(),
         }
     }
@@ -44,7 +48,7 @@ impl Transformer {
         value: &[u8],
         offset: Option<i64>,
     ) -> Option<CdcRecord> {
-        match parse(&self.settings, key, value, offset) {
+        match parse(&self.settings, &mut self.schemas, key, value, offset) {
             Ok(Parsed::Change(mut change)) => {
                 change.dropped = std::mem::take(&mut self.dropped);
                 Some(CdcRecord::Change(change))

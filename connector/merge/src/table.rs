@@ -395,9 +395,23 @@ impl CdcTable {
         records: &[ChangeRecord],
         properties: HashMap<String, String>,
     ) -> Result<Applied, MergeError> {
+        self.apply_with(catalog, records, |_| properties.clone())
+            .await
+    }
+
+    /// [`CdcTable::apply`], with the summary properties made from the table as the commit
+    /// finds it (after any reload that a concurrent writer's commit caused): what other
+    /// writers recorded can be carried on.
+    pub async fn apply_with(
+        &mut self,
+        catalog: &Catalog,
+        records: &[ChangeRecord],
+        properties: impl Fn(&CdcTable) -> HashMap<String, String>,
+    ) -> Result<Applied, MergeError> {
         let mut conflicts = 0;
         loop {
-            match self.try_apply(catalog, records, properties.clone()).await? {
+            let properties = properties(self);
+            match self.try_apply(catalog, records, properties).await? {
                 Some(mut applied) => {
                     applied.conflicts = conflicts;
                     return Ok(applied);

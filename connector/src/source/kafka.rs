@@ -22,9 +22,9 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,7 +46,9 @@ pub struct Revocation {
 
 /// What the sink holds of the Kafka source besides the records.
 pub struct KafkaHandle {
-    pub revocations: mpsc::Receiver<Revocation>,
+    /// Until the sink's transform stage takes them (it hands them on in order with the
+    /// chunks).
+    revocations: Option<mpsc::Receiver<Revocation>>,
     /// Per partition, the next offset to read (the tables' positions, then the sink's
     /// progress): where an assigned partition starts.
     positions: Arc<Mutex<BTreeMap<Partition, i64>>>,
@@ -57,6 +59,10 @@ pub struct KafkaHandle {
 }
 
 impl KafkaHandle {
+    pub fn take_revocations(&mut self) -> Option<mpsc::Receiver<Revocation>> {
+        self.revocations.take()
+    }
+
     /// After a table commit: positions for later assignments, offsets for the group.
     pub fn durable(&self, watermarks: &BTreeMap<Partition, i64>) {
         if let Ok(mut d) = self.durable.lock() {
@@ -77,7 +83,9 @@ impl KafkaHandle {
     /// group revokes every partition: the sink committed everything before this).
     pub fn close(mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        self.revocations.close();
+        if let Some(r) = self.revocations.as_mut() {
+            r.close();
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -127,6 +135,10 @@ struct Shared {
     positions: Arc<Mutex<BTreeMap<Partition, i64>>>,
     /// Records read and not yet handed over, by partition, with when the first came.
     pending: Mutex<HashMap<Partition, (Instant, Vec<SourceRecord>)>>,
+    /// Partitions taken away and not given back: messages of them that librdkafka still
+    /// delivers after the revocation belong to their new owner, which reads them from the
+    /// tables' positions; this member drops them.
+    revoked: Mutex<HashSet<Partition>>,
     reset: Offset,
     /// Set when the run ends: revocations then need no commit round.
     stop: Arc<AtomicBool>,
@@ -176,6 +188,9 @@ impl ConsumerContext for CdcContext {
         );
         // what was read of them goes first, then the sink commits and answers
         self.0.flush(Some(&partitions), Duration::ZERO);
+        if let Ok(mut revoked) = self.0.revoked.lock() {
+            revoked.extend(partitions.iter().cloned());
+        }
         let (done, answered) = std::sync::mpsc::sync_channel(1);
         if self
             .0
@@ -211,7 +226,13 @@ impl ConsumerContext for CdcContext {
                 tracing::error!(error = %e, "cannot position {p}");
             }
         }
-        tracing::info!(assigned = ?partitions_of(tpl), "partitions assigned");
+        let assigned = partitions_of(tpl);
+        if let Ok(mut revoked) = self.0.revoked.lock() {
+            for p in &assigned {
+                revoked.remove(p);
+            }
+        }
+        tracing::info!(?assigned, "partitions assigned");
         if let Err(e) = consumer.assign(&at) {
             tracing::error!(error = %e, "positioning the assigned partitions failed");
         }
@@ -241,6 +262,7 @@ pub fn spawn(
         revocations: rev_tx,
         positions: positions.clone(),
         pending: Mutex::new(HashMap::new()),
+        revoked: Mutex::new(HashSet::new()),
         reset: match section.auto_offset_reset.as_str() {
             "earliest" => Offset::Beginning,
             _ => Offset::End,
@@ -277,7 +299,7 @@ pub fn spawn(
     Ok((
         rx,
         KafkaHandle {
-            revocations: rev_rx,
+            revocations: Some(rev_rx),
             positions,
             durable,
             stop,
@@ -303,8 +325,14 @@ fn poll_loop(
                 tracing::warn!(error = %e, "looking for new Kafka topics and partitions (retrying)");
             }
         }
-        match consumer.poll(Duration::from_millis(100)) {
+        let polled = consumer.poll(Duration::from_millis(100));
+        let revoked = |m: &BorrowedMessage<'_>| {
+            let p = Partition::kafka(m.topic(), m.partition());
+            shared.revoked.lock().map_or(true, |r| r.contains(&p))
+        };
+        match polled {
             None => {}
+            Some(Ok(m)) if revoked(&m) => {}
             Some(Ok(m)) => {
                 let p = Partition::kafka(m.topic(), m.partition());
                 let record = SourceRecord {

@@ -93,6 +93,20 @@ pub fn start(config: &Path) -> Child {
         .unwrap()
 }
 
+/// [`start`], logging at `info` to `log`.
+pub fn start_logged(config: &Path, log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_iceberg-cdc-sink"))
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info,iceberg_cdc_sink=debug")
+        .env("NO_COLOR", "1")
+        .env_remove("BOOTSTRAP_SERVER_URL")
+        .stderr(std::fs::File::create(log).unwrap())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// Per partition, the highest position below which the tables hold everything.
 pub fn durable_positions(dir: &Path) -> BTreeMap<String, i64> {
     if !dir.join("catalog.db").exists() {
