@@ -72,7 +72,7 @@ fn a_second_member_joins_the_group_mid_stream_then_exactly_once() {
     let ends = produce_on(&cluster, &stream);
     let cfg = group_config(dir.path(), &cluster.bootstrap_servers(), "shop");
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
-    let mut a = start_logged(&cfg, &log_a);
+    let mut a = Running(Some(start_logged(&cfg, &log_a)));
     // the second member joins once the first has committed something and is still reading
     let started = std::time::Instant::now();
     while durable_positions(dir.path()).values().sum::<i64>() == 0 {
@@ -82,16 +82,17 @@ fn a_second_member_joins_the_group_mid_stream_then_exactly_once() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let b = start_logged(&cfg, &log_b);
+    let mut b = Running(Some(start_logged(&cfg, &log_b)));
     let joined = durable_positions(dir.path()).values().sum::<i64>();
     let total: i64 = ends.values().sum();
     assert!(
         joined < total,
         "the first member finished before the second joined"
     );
-    wait_until_durable(dir.path(), &ends, &mut a);
-    stop(a);
-    stop(b);
+    let first = a.0.as_mut().expect("the first member");
+    wait_until_durable(dir.path(), &ends, first);
+    stop(a.0.take().expect("the first member"));
+    stop(b.0.take().expect("the second member"));
     check(dir.path(), &stream);
     let (a, b) = (
         std::fs::read_to_string(&log_a).unwrap(),

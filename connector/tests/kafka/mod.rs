@@ -93,6 +93,18 @@ pub fn start(config: &Path) -> Child {
         .unwrap()
 }
 
+/// A connector process killed when dropped, so that a failing test leaves none behind.
+pub struct Running(pub Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// [`start`], logging at `info` to `log`.
 pub fn start_logged(config: &Path, log: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_iceberg-cdc-sink"))
