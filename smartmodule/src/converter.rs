@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// A message split into its schema (when wrapped and not null) and its payload.
-pub enum Message<'a> {
+enum Message<'a> {
     /// The common case: the schema's text, untouched.
     Text {
         schema: Option<&'a str>,
@@ -27,7 +27,7 @@ pub enum Message<'a> {
 }
 
 /// Splits a message. Fails only when the bytes are not JSON.
-pub fn split(bytes: &[u8]) -> Result<Message<'_>, serde_json::Error> {
+fn split(bytes: &[u8]) -> Result<Message<'_>, serde_json::Error> {
     // an object of two members, `schema` and `payload` (a repeated name counts once, the
     // last one, as in a tree); a name with escapes cannot be borrowed and takes the slow way
     if let Ok(members) = serde_json::from_slice::<BTreeMap<&str, &RawValue>>(bytes) {
@@ -77,7 +77,7 @@ pub fn read(
 
 /// `{"schema":…,"payload":…}` as a tree -> (schema, payload); anything else is its own
 /// payload.
-pub fn unwrap_tree(root: Value) -> (Option<Value>, Value) {
+fn unwrap_tree(root: Value) -> (Option<Value>, Value) {
     match root {
         Value::Object(mut obj)
             if obj.len() == 2 && obj.contains_key("payload") && obj.contains_key("schema") =>
@@ -205,14 +205,6 @@ impl Schemas {
         self.by_text.insert(text.into(), Arc::clone(&known));
         Some(known)
     }
-
-    pub fn len(&self) -> usize {
-        self.by_text.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_text.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -281,7 +273,7 @@ mod tests {
         for i in 0..Schemas::LIMIT + 5 {
             schemas.get(&format!(r#"{{"type":"int32","field":"f{i}"}}"#));
         }
-        assert!(schemas.len() <= Schemas::LIMIT);
+        assert!(schemas.by_text.len() <= Schemas::LIMIT);
         assert!(schemas.get("not json").is_none());
     }
 

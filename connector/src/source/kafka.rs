@@ -22,7 +22,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -145,6 +145,11 @@ struct Shared {
 }
 
 impl Shared {
+    /// Whether `partition` was taken away (its messages are its new owner's).
+    fn is_revoked(&self, partition: &Partition) -> bool {
+        self.revoked.lock().map_or(true, |r| r.contains(partition))
+    }
+
     /// Hands over the pending records of `which` (all when `None`); `false` when the sink
     /// is gone.
     fn flush(&self, which: Option<&[Partition]>, older_than: Duration) -> bool {
@@ -325,16 +330,13 @@ fn poll_loop(
                 tracing::warn!(error = %e, "looking for new Kafka topics and partitions (retrying)");
             }
         }
-        let polled = consumer.poll(Duration::from_millis(100));
-        let revoked = |m: &BorrowedMessage<'_>| {
-            let p = Partition::kafka(m.topic(), m.partition());
-            shared.revoked.lock().map_or(true, |r| r.contains(&p))
-        };
+        let polled = consumer
+            .poll(Duration::from_millis(100))
+            .map(|r| r.map(|m| (Partition::kafka(m.topic(), m.partition()), m)));
         match polled {
             None => {}
-            Some(Ok(m)) if revoked(&m) => {}
-            Some(Ok(m)) => {
-                let p = Partition::kafka(m.topic(), m.partition());
+            Some(Ok((p, _))) if shared.is_revoked(&p) => {}
+            Some(Ok((p, m))) => {
                 let record = SourceRecord {
                     partition: p.clone(),
                     offset: m.offset(),
