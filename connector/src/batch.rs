@@ -22,6 +22,8 @@ pub struct OpenBatch {
     pub opened: Instant,
     /// partition -> (first offset, last offset) of the records in this batch.
     pub span: BTreeMap<Partition, (i64, i64)>,
+    /// Where each record came from, in `records` order.
+    pub positions: Vec<(Partition, i64)>,
 }
 
 impl OpenBatch {
@@ -31,6 +33,7 @@ impl OpenBatch {
             bytes: 0,
             opened: now,
             span: BTreeMap::new(),
+            positions: Vec::new(),
         }
     }
 }
@@ -38,6 +41,9 @@ impl OpenBatch {
 #[derive(Debug, Default)]
 pub struct Batches {
     open: HashMap<TableIdent, OpenBatch>,
+    /// Per paused table, the first offset per partition it has not applied: nothing at or
+    /// after it counts as durable while the table is paused.
+    held: HashMap<TableIdent, BTreeMap<Partition, i64>>,
 }
 
 impl Batches {
@@ -55,6 +61,7 @@ impl Batches {
             .entry(table)
             .or_insert_with(|| OpenBatch::new(now));
         batch.records.push(record);
+        batch.positions.push((partition.clone(), offset));
         batch.bytes += bytes;
         let span = batch
             .span
@@ -93,6 +100,18 @@ impl Batches {
         t
     }
 
+    /// Holds `offset` of `partition` back for a paused table: a low watermark never passes
+    /// it.
+    pub fn hold(&mut self, table: &TableIdent, partition: &Partition, offset: i64) {
+        let at = self
+            .held
+            .entry(table.clone())
+            .or_default()
+            .entry(partition.clone())
+            .or_insert(offset);
+        *at = (*at).min(offset);
+    }
+
     pub fn take(&mut self, table: &TableIdent) -> Option<OpenBatch> {
         self.open.remove(table)
     }
@@ -117,6 +136,10 @@ impl Batches {
                 let w = out.entry(partition.clone()).or_insert(*first);
                 *w = (*w).min(*first);
             }
+        }
+        for (partition, first) in self.held.values().flatten() {
+            let w = out.entry(partition.clone()).or_insert(*first);
+            *w = (*w).min(*first);
         }
         out
     }
@@ -195,5 +218,13 @@ mod tests {
             BTreeMap::from([(p0(), 10)])
         );
         assert_eq!(b.take(&t("a")).unwrap().span[&p0()], (5, 9));
+        // a paused table holds its first unapplied record back, whoever commits
+        b.hold(&t("c"), &p0(), 8);
+        b.hold(&t("c"), &p0(), 9);
+        assert_eq!(
+            b.low_watermark(Some(&t("c")), &next),
+            BTreeMap::from([(p0(), 8)])
+        );
+        assert_eq!(b.low_watermark(None, &next), BTreeMap::from([(p0(), 8)]));
     }
 }

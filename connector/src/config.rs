@@ -2,6 +2,7 @@
 //! our own `iceberg:` section, with `${{ secrets.NAME }}` rendered from the secret store.
 
 use anyhow::{anyhow, bail, Context, Result};
+use iceberg_cdc_merge::evolve::SchemaChanges;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -509,6 +510,36 @@ pub struct TablesSection {
     pub legacy_columns: bool,
     #[serde(default)]
     pub target_file_size: Option<ByteSize>,
+    /// What a change of a source table's schema does: `evolve` (the default: the table
+    /// follows where Iceberg can, pauses where it cannot), `pause` or `dead-letter`.
+    #[serde(default)]
+    pub schema_changes: SchemaChangesSetting,
+    /// The same per table, by the table's Iceberg name (`public.items: pause`).
+    #[serde(default)]
+    pub schema_changes_per_table: BTreeMap<String, SchemaChangesSetting>,
+}
+
+/// `evolve`, `pause` or `dead-letter`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchemaChangesSetting(pub SchemaChanges);
+
+impl<'de> Deserialize<'de> for SchemaChangesSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map(SchemaChangesSetting)
+            .map_err(|e: String| serde::de::Error::custom(format!("schema-changes: {e}")))
+    }
+}
+
+impl TablesSection {
+    /// The schema-change behaviour of one table.
+    pub fn schema_changes_of(&self, table: &iceberg::TableIdent) -> SchemaChanges {
+        self.schema_changes_per_table
+            .get(&table.to_string())
+            .unwrap_or(&self.schema_changes)
+            .0
+    }
 }
 
 fn default_namespace() -> String {
@@ -527,6 +558,8 @@ impl Default for TablesSection {
             partition_by: None,
             legacy_columns: false,
             target_file_size: None,
+            schema_changes: SchemaChangesSetting::default(),
+            schema_changes_per_table: BTreeMap::new(),
         }
     }
 }

@@ -63,11 +63,18 @@ impl DeadLetter {
         record: &[u8],
     ) -> Result<()> {
         self.count += 1;
-        let original = match std::str::from_utf8(record) {
-            Ok(text) => serde_json::from_str(text).unwrap_or_else(|_| json!(text)),
-            Err(_) => json!(format!("{record:?}")),
-        };
-        let mut line = json!({"offset": offset, "reason": reason, "record": original});
+        let mut line = json!({"offset": offset, "reason": reason});
+        match std::str::from_utf8(record) {
+            Ok(text) => {
+                line["record"] = serde_json::from_str(text).unwrap_or_else(|_| json!(text));
+            }
+            Err(_) => {
+                // bytes that are not text: base64, and a field that says so, for a replay
+                use base64::Engine as _;
+                line["record"] = json!(base64::engine::general_purpose::STANDARD.encode(record));
+                line["record_encoding"] = json!("base64");
+            }
+        }
         // a Fluvio partition by number, a Kafka one as topic and number
         match (partition.fluvio_number(), partition.kafka_parts()) {
             (Some(n), _) => line["partition"] = json!(n),

@@ -21,6 +21,7 @@ use debezium_cdc::record::{CdcRecord, Op};
 use iceberg::TableIdent;
 use iceberg_cdc_merge::files::WriteOptions;
 use iceberg_cdc_merge::schema::{MetadataColumns, Partitioning};
+use iceberg_cdc_merge::table::newest_in_history;
 use iceberg_cdc_merge::{Catalog, CdcTable, TableOptions};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -91,6 +92,9 @@ pub struct Sink {
     dead: DeadLetter,
     next_read: BTreeMap<Partition, i64>,
     maintenance: Schedule,
+    /// Tables that cannot go on until an operator acts, and why: their changes are
+    /// dead-lettered and held back from the checkpoint, so a restart reads them again.
+    paused: HashMap<TableIdent, String>,
     pub stats: Stats,
 }
 
@@ -237,36 +241,85 @@ impl Sink {
             dead,
             next_read: BTreeMap::new(),
             maintenance: Schedule::default(),
+            paused: HashMap::new(),
             stats: Stats::default(),
         };
         sink.load_committed_tables().await?;
         Ok(sink)
     }
 
-    /// Opens every table this connector has committed to, with the offsets it holds.
+    /// Opens every table this connector has committed to, with the offsets it holds. Tables
+    /// of the catalog that it did not write (an analyst's, another connector's) are left
+    /// alone: not even their files are read.
     async fn load_committed_tables(&mut self) -> Result<()> {
         let name = self.config.meta.name.clone();
         for ident in self.catalog.list_tables().await? {
-            let Some(table) = CdcTable::open(&self.catalog, &ident, self.options.clone()).await?
-            else {
+            let Some(table) = self.catalog.load(&ident).await? else {
                 continue;
             };
-            let Some(summary) = table.last_summary_with(CONNECTOR_KEY) else {
+            let ours = newest_in_history(table.metadata(), |s| {
+                s.summary()
+                    .additional_properties
+                    .contains_key(CONNECTOR_KEY)
+            })
+            .map(|s| s.summary().additional_properties.clone())
+            .filter(|summary| summary.get(CONNECTOR_KEY) == Some(&name));
+            let Some(summary) = ours else {
                 continue;
             };
-            if summary.get(CONNECTOR_KEY) != Some(&name) {
-                continue;
-            }
             let committed = parse_offsets(summary.get(OFFSETS_KEY));
             for (p, w) in parse_offsets(summary.get(CHECKPOINT_KEY)) {
                 let start = self.next_read.entry(p).or_insert(w);
                 *start = (*start).max(w);
             }
+            let table = match CdcTable::load(table, self.options_for(&ident)).await {
+                Ok(t) => t,
+                Err(e) if !e.is_retryable() => {
+                    self.pause(&ident, format!("it cannot be opened: {e}"));
+                    continue;
+                }
+                Err(e) => return Err(e).with_context(|| format!("opening {ident}")),
+            };
             tracing::info!(table = %ident, offsets = %offsets_json(&committed), "resuming");
             let state = self.table_state(&ident, table, committed);
             self.tables.insert(ident, state);
         }
         Ok(())
+    }
+
+    /// The table options of one table (its schema-change behaviour).
+    fn options_for(&self, ident: &TableIdent) -> TableOptions {
+        TableOptions {
+            schema_changes: self.config.iceberg.tables.schema_changes_of(ident),
+            ..self.options.clone()
+        }
+    }
+
+    /// Pauses a table: said once, at ERROR; from now on its changes are dead-lettered and
+    /// held back (see [`Batches::hold`]); the other tables go on.
+    fn pause(&mut self, ident: &TableIdent, reason: String) {
+        tracing::error!(
+            table = %ident,
+            "table paused: {reason}. Its changes go to the dead-letter destination and are not \
+             counted as applied: fix the table, then restart the connector to apply them \
+             (README, \"Schema changes\")"
+        );
+        self.paused.insert(ident.clone(), reason);
+    }
+
+    /// Dead-letters one change of a paused table and holds its position back.
+    async fn hold(
+        &mut self,
+        ident: &TableIdent,
+        p: &Partition,
+        off: i64,
+        value: &[u8],
+    ) -> Result<()> {
+        self.batches.hold(ident, p, off);
+        let reason = self.paused.get(ident).cloned().unwrap_or_default();
+        self.dead
+            .send(p, off, &format!("table {ident} is paused: {reason}"), value)
+            .await
     }
 
     /// Where each partition resumes.
@@ -423,7 +476,7 @@ impl Sink {
         let scheduled = self
             .tables
             .iter()
-            .filter(|(_, s)| s.maintenance.scheduled)
+            .filter(|(i, s)| s.maintenance.scheduled && !self.paused.contains_key(*i))
             .map(|(i, s)| (i, s.maintenance.interval));
         let Some(ident) = self.maintenance.due(scheduled, Instant::now()) else {
             return;
@@ -525,28 +578,36 @@ impl Sink {
                     .map(|()| None)
             }
         };
+        if self.paused.contains_key(&ident) {
+            self.hold(&ident, &p, off, &record.value).await?;
+            return Ok(None);
+        }
         if !self.tables.contains_key(&ident) {
             if change.op == Op::Truncate {
                 // nothing to empty yet
                 return Ok(None);
             }
-            let table = match CdcTable::open(&self.catalog, &ident, self.options.clone()).await? {
-                Some(t) => t,
-                None => {
-                    match CdcTable::create(&self.catalog, &ident, &change, self.options.clone())
-                        .await
-                    {
-                        Ok(t) => t,
-                        Err(iceberg_cdc_merge::MergeError::Schema(reason)) => {
-                            return self
-                                .dead
-                                .send(&p, off, &reason, &record.value)
-                                .await
-                                .map(|()| None);
-                        }
-                        Err(e) => return Err(e).with_context(|| format!("creating {ident}")),
+            let options = self.options_for(&ident);
+            let table = match CdcTable::open(&self.catalog, &ident, options.clone()).await {
+                Ok(Some(t)) => t,
+                Ok(None) => match CdcTable::create(&self.catalog, &ident, &change, options).await {
+                    Ok(t) => t,
+                    Err(e) if !e.is_retryable() => {
+                        // this record cannot make the table; a later one may
+                        return self
+                            .dead
+                            .send(&p, off, &format!("creating {ident}: {e}"), &record.value)
+                            .await
+                            .map(|()| None);
                     }
+                    Err(e) => return Err(e).with_context(|| format!("creating {ident}")),
+                },
+                Err(e) if !e.is_retryable() => {
+                    self.pause(&ident, format!("it cannot be opened: {e}"));
+                    self.hold(&ident, &p, off, &record.value).await?;
+                    return Ok(None);
                 }
+                Err(e) => return Err(e).with_context(|| format!("opening {ident}")),
             };
             self.tables.insert(
                 ident.clone(),
@@ -555,19 +616,29 @@ impl Sink {
         }
         let state = self
             .tables
-            .get(&ident)
+            .get_mut(&ident)
             .ok_or_else(|| anyhow!("table {ident} vanished"))?;
         if state.committed.get(&p).is_some_and(|&next| off < next) {
             self.stats.skipped_committed += 1;
             return Ok(None);
         }
-        if change.op != Op::Truncate {
-            if let Err(e) = state.table.check(&change) {
+        match state.table.check(&change) {
+            Ok(()) => {}
+            Err(e) if e.is_record() => {
                 return self
                     .dead
                     .send(&p, off, &e.to_string(), &record.value)
                     .await
                     .map(|()| None);
+            }
+            Err(e) => {
+                // what came before the change is good: commit it, then stop the table here
+                self.commit(&ident).await?;
+                if !self.paused.contains_key(&ident) {
+                    self.pause(&ident, e.to_string());
+                }
+                self.hold(&ident, &p, off, &record.value).await?;
+                return Ok(None);
             }
         }
         *self.stats.changes.entry(change.op.code()).or_default() += 1;
@@ -613,6 +684,17 @@ impl Sink {
                 .await
             {
                 Ok(applied) => break applied,
+                Err(e) if !e.is_retryable() => {
+                    // no retry makes this batch fit the table: the table pauses, the batch
+                    // goes to the dead-letter destination and stays unapplied
+                    let reason = format!("committing {} records failed: {e}", batch.records.len());
+                    self.pause(ident, reason);
+                    for (record, (p, off)) in batch.records.iter().zip(&batch.positions) {
+                        let value = serde_json::to_vec(record).unwrap_or_default();
+                        self.hold(ident, p, *off, &value).await?;
+                    }
+                    return Ok(());
+                }
                 Err(e) if attempt < retries.attempts => {
                     let wait = Duration::from_millis(
                         retries

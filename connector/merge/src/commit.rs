@@ -42,6 +42,10 @@ pub struct Changes {
     pub operation: Option<Operation>,
     /// Caller properties for the snapshot summary (source offsets, connector id).
     pub properties: HashMap<String, String>,
+    /// A new current schema (the source's schema evolved), committed with the data written
+    /// in it: no reader sees the data without its columns. Its id is set by the caller
+    /// (an identical earlier schema's, or a new one).
+    pub schema: Option<std::sync::Arc<iceberg::spec::Schema>>,
 }
 
 /// The outcome of one attempt.
@@ -163,7 +167,7 @@ pub async fn commit(
 ) -> Result<Outcome, MergeError> {
     let metadata = table.metadata();
     if metadata.format_version() != FormatVersion::V2 {
-        return Err(MergeError::Commit(format!(
+        return Err(MergeError::Schema(format!(
             "table format {} is not supported (v2 only)",
             metadata.format_version()
         )));
@@ -177,7 +181,10 @@ pub async fn commit(
     let parent = metadata.current_snapshot();
     let snapshot_id = new_snapshot_id(metadata);
     let sequence = metadata.next_sequence_number();
-    let schema = metadata.current_schema().clone();
+    let schema = changes
+        .schema
+        .clone()
+        .unwrap_or_else(|| metadata.current_schema().clone());
     let spec = metadata.default_partition_spec().as_ref().clone();
     let commit_uuid = uuid::Uuid::now_v7();
     let mut written: Vec<String> = Vec::new();
@@ -327,13 +334,19 @@ pub async fn commit(
         .with_summary(summary(&changes, &removed))
         .with_schema_id(schema.schema_id())
         .build();
-    let new_metadata =
-        TableMetadataBuilder::new_from_metadata(metadata.clone(), Some(base_location.clone()))
-            .set_branch_snapshot(snapshot, "main")
-            .map_err(err("new table metadata"))?
-            .build()
-            .map_err(err("new table metadata"))?
-            .metadata;
+    let mut builder =
+        TableMetadataBuilder::new_from_metadata(metadata.clone(), Some(base_location.clone()));
+    if changes.schema.is_some() {
+        builder = builder
+            .add_current_schema(schema.as_ref().clone())
+            .map_err(err("new schema"))?;
+    }
+    let new_metadata = builder
+        .set_branch_snapshot(snapshot, "main")
+        .map_err(err("new table metadata"))?
+        .build()
+        .map_err(err("new table metadata"))?
+        .metadata;
     let outcome = commit_metadata(catalog, table, new_metadata).await?;
     if matches!(outcome, Outcome::Conflict) {
         // ours never became visible: remove the manifests and list this attempt wrote (best

@@ -455,6 +455,7 @@ pub async fn commit(
             removed: rewrite.removed.clone(),
             operation: Some(Operation::Replace),
             properties: carried_summary(&table, policy.carry_summary_of.as_deref()),
+            schema: None,
         };
         match commit_snapshot(catalog, &table, changes).await? {
             Outcome::Committed(t) if rebased => return Ok(Committed::Rebased(t)),

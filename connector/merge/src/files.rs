@@ -320,6 +320,18 @@ pub fn position_delete_schema() -> Result<Schema, MergeError> {
         .map_err(|e| MergeError::Schema(e.to_string()))
 }
 
+type ParquetFile = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<bytes::Bytes>;
+
+async fn open_parquet(file_io: &FileIO, path: &str) -> Result<ParquetFile, MergeError> {
+    let bytes = file_io
+        .new_input(path)
+        .map_err(iceberg_err(path))?
+        .read()
+        .await
+        .map_err(iceberg_err(path))?;
+    ParquetFile::try_new(bytes).map_err(|e| MergeError::Io(format!("{path}: {e}")))
+}
+
 /// Reads the named columns of a Parquet file (all its rows, in file order), in the order
 /// asked.
 pub async fn read_columns(
@@ -327,17 +339,16 @@ pub async fn read_columns(
     path: &str,
     columns: &[&str],
 ) -> Result<Vec<RecordBatch>, MergeError> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    project(open_parquet(file_io, path).await?, path, columns)
+}
+
+fn project(
+    file: ParquetFile,
+    path: &str,
+    columns: &[&str],
+) -> Result<Vec<RecordBatch>, MergeError> {
     use parquet::arrow::ProjectionMask;
-    let bytes = file_io
-        .new_input(path)
-        .map_err(iceberg_err(path))?
-        .read()
-        .await
-        .map_err(iceberg_err(path))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(|e| MergeError::Io(format!("{path}: {e}")))?;
-    let parquet_schema = builder.parquet_schema();
+    let parquet_schema = file.parquet_schema();
     let leaves: Vec<usize> = columns
         .iter()
         .map(|name| {
@@ -349,7 +360,7 @@ pub async fn read_columns(
         })
         .collect::<Result<_, _>>()?;
     let mask = ProjectionMask::leaves(parquet_schema, leaves);
-    let reader = builder
+    let reader = file
         .with_projection(mask)
         .with_batch_size(CHUNK_ROWS)
         .build()
@@ -372,23 +383,51 @@ pub async fn read_columns(
     Ok(out)
 }
 
-/// Every row of a data file, in file order, in the table's Arrow schema (`arrow_schema`:
-/// the table's current schema; columns are matched by name).
+/// Every row of a data file, in file order, shaped like `arrow_schema` (the table's current
+/// schema, or a part of it; columns matched by name): a column the file does not have (added
+/// to the table after the file was written) reads null, a column written before a widening
+/// (`int` -> `long`, `float` -> `double`, a wider decimal) is cast up.
 pub async fn read_rows(
     file_io: &FileIO,
     path: &str,
     arrow_schema: &ArrowSchemaRef,
 ) -> Result<Vec<RecordBatch>, MergeError> {
+    let file = open_parquet(file_io, path).await?;
+    let rows = file.metadata().file_metadata().num_rows().max(0) as usize;
+    let present = file.schema().clone();
     let names: Vec<&str> = arrow_schema
         .fields()
         .iter()
         .map(|f| f.name().as_str())
+        .filter(|n| present.field_with_name(n).is_ok())
         .collect();
-    read_columns(file_io, path, &names)
-        .await?
+    if names.is_empty() {
+        // nothing of it is in the file: one batch of nulls
+        let columns = arrow_schema
+            .fields()
+            .iter()
+            .map(|f| arrow_array::new_null_array(f.data_type(), rows))
+            .collect();
+        return RecordBatch::try_new(arrow_schema.clone(), columns)
+            .map(|b| vec![b])
+            .map_err(|e| MergeError::Arrow(format!("{path}: {e}")));
+    }
+    project(file, path, &names)?
         .into_iter()
         .map(|b| {
-            RecordBatch::try_new(arrow_schema.clone(), b.columns().to_vec())
+            let columns = arrow_schema
+                .fields()
+                .iter()
+                .map(|field| match names.iter().position(|n| n == field.name()) {
+                    Some(i) if b.column(i).data_type() == field.data_type() => {
+                        Ok(b.column(i).clone())
+                    }
+                    Some(i) => arrow_cast::cast(b.column(i), field.data_type())
+                        .map_err(|e| MergeError::Arrow(format!("{path}: {}: {e}", field.name()))),
+                    None => Ok(arrow_array::new_null_array(field.data_type(), b.num_rows())),
+                })
+                .collect::<Result<Vec<_>, MergeError>>()?;
+            RecordBatch::try_new(arrow_schema.clone(), columns)
                 .map_err(|e| MergeError::Arrow(format!("{path}: {e}")))
         })
         .collect()

@@ -5,6 +5,10 @@
 //! Kept compact: integer keys (the common case) are stored as `i64`; other keys by their
 //! canonical encoding. Entries are 16 bytes.
 
+use crate::arrow_rows::{array, value_at};
+use crate::MergeError;
+use arrow_schema::DataType;
+use iceberg::spec::Schema;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -26,21 +30,100 @@ pub enum Key {
 }
 
 impl Key {
-    /// Encodes key values (in key column order). A single integer column is an `Int`;
-    /// anything else is the JSON text of the values array, which is canonical for the
-    /// normalized values the SmartModule emits.
-    pub fn encode(key: &Map<String, Value>) -> Key {
-        if key.len() == 1 {
-            if let Some(i) = key.values().next().and_then(Value::as_i64) {
+    /// Encodes key values already in canonical form and in canonical column order (see
+    /// [`KeyColumns`]): a single integer is an `Int`; anything else the JSON text of the
+    /// values array.
+    fn of_values<'a>(values: impl ExactSizeIterator<Item = &'a Value> + Clone) -> Key {
+        if values.len() == 1 {
+            if let Some(i) = values.clone().next().and_then(Value::as_i64) {
                 return Key::Int(i);
             }
         }
-        let values: Vec<&Value> = key.values().collect();
+        let values: Vec<&Value> = values.collect();
         Key::Bytes(
             serde_json::to_vec(&values)
                 .unwrap_or_default()
                 .into_boxed_slice(),
         )
+    }
+}
+
+/// The table's primary-key columns in one fixed order (ascending field id, whatever order a
+/// hash set or a Debezium key struct gives them in), each with its Arrow type: the one
+/// encoding of a key shared by incoming records, the index rebuilt from data files, a reload
+/// after a lost compare-and-swap and compaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyColumns {
+    columns: Vec<(String, DataType)>,
+}
+
+impl KeyColumns {
+    /// The identifier fields of `schema`, by field id.
+    pub fn of(schema: &Schema) -> Result<KeyColumns, MergeError> {
+        let mut ids: Vec<i32> = schema.identifier_field_ids().collect();
+        ids.sort_unstable();
+        let arrow = iceberg::arrow::schema_to_arrow_schema(schema)
+            .map_err(|e| MergeError::Schema(e.to_string()))?;
+        let columns = ids
+            .into_iter()
+            .map(|id| {
+                let name = schema.name_by_field_id(id).ok_or_else(|| {
+                    MergeError::Schema(format!("identifier field {id} has no name"))
+                })?;
+                let field = arrow
+                    .field_with_name(name)
+                    .map_err(|e| MergeError::Schema(e.to_string()))?;
+                Ok((name.to_owned(), field.data_type().clone()))
+            })
+            .collect::<Result<Vec<_>, MergeError>>()?;
+        Ok(KeyColumns { columns })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.columns.iter().map(|(n, _)| n.as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.columns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+
+    /// The key of a record's key map (any field order). Each value is put in the canonical
+    /// form of its column's type, the form [`value_at`] reads back from a data file (a UUID
+    /// sent in upper case, a timestamp with fewer fractional digits are rewritten), so the
+    /// same key always encodes the same way.
+    pub fn encode(&self, key: &Map<String, Value>) -> Result<Key, MergeError> {
+        let mut values = Vec::with_capacity(self.columns.len());
+        for (name, ty) in &self.columns {
+            let v = key.get(name).ok_or_else(|| MergeError::Value {
+                column: name.clone(),
+                reason: "primary key column missing from the record's key".into(),
+            })?;
+            if v.is_null() {
+                return Err(MergeError::Value {
+                    column: name.clone(),
+                    reason: "null in a primary key column".into(),
+                });
+            }
+            values.push(canonical(name, ty, v)?);
+        }
+        Ok(Key::of_values(values.iter()))
+    }
+
+    /// The key of values read from a data file, in [`KeyColumns::names`] order.
+    pub fn encode_read(&self, values: &[Value]) -> Key {
+        Key::of_values(values.iter())
+    }
+}
+
+fn canonical(name: &str, ty: &DataType, v: &Value) -> Result<Value, MergeError> {
+    match (ty, v) {
+        (DataType::Int32 | DataType::Int64, Value::Number(n)) if n.is_i64() => Ok(v.clone()),
+        (DataType::Utf8 | DataType::LargeUtf8, Value::String(_)) => Ok(v.clone()),
+        _ => value_at(array(name, ty, std::slice::from_ref(v))?.as_ref(), 0),
     }
 }
 
@@ -142,21 +225,90 @@ impl KeyIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use iceberg::spec::{NestedField, PrimitiveType, Type};
     use serde_json::json;
+    use std::sync::Arc;
 
-    fn key(v: Value) -> Key {
-        Key::encode(v.as_object().unwrap())
+    fn schema(fields: &[(i32, &str, PrimitiveType)], key: &[i32]) -> Schema {
+        Schema::builder()
+            .with_fields(fields.iter().map(|(id, name, ty)| {
+                Arc::new(NestedField::required(
+                    *id,
+                    *name,
+                    Type::Primitive(ty.clone()),
+                ))
+            }))
+            .with_identifier_field_ids(key.iter().copied())
+            .build()
+            .unwrap()
+    }
+
+    fn key(columns: &KeyColumns, v: Value) -> Key {
+        columns.encode(v.as_object().unwrap()).unwrap()
     }
 
     #[test]
     fn encodings() {
-        assert_eq!(key(json!({"id": 7})), Key::Int(7));
+        let int = KeyColumns::of(&schema(&[(1, "id", PrimitiveType::Long)], &[1])).unwrap();
+        assert_eq!(key(&int, json!({"id": 7})), Key::Int(7));
+        let text = KeyColumns::of(&schema(&[(1, "id", PrimitiveType::String)], &[1])).unwrap();
         assert_eq!(
-            key(json!({"id": "7"})),
+            key(&text, json!({"id": "7"})),
             Key::Bytes(b"[\"7\"]".to_vec().into())
         );
-        assert_ne!(key(json!({"a": 1, "b": 2})), key(json!({"a": 2, "b": 1})));
-        assert_eq!(key(json!({"a": 1, "b": 2})), key(json!({"x": 1, "y": 2})));
+        let pair = schema(
+            &[(1, "a", PrimitiveType::Int), (2, "b", PrimitiveType::Int)],
+            &[2, 1],
+        );
+        let pair = KeyColumns::of(&pair).unwrap();
+        assert_eq!(pair.names().collect::<Vec<_>>(), ["a", "b"]);
+        assert_ne!(
+            key(&pair, json!({"a": 1, "b": 2})),
+            key(&pair, json!({"a": 2, "b": 1}))
+        );
+        // Debezium's key struct in another order than the table's columns: the same key
+        assert_eq!(
+            key(&pair, json!({"a": 1, "b": 2})),
+            key(&pair, json!({"b": 2, "a": 1}))
+        );
+        assert!(pair.encode(json!({"a": 1}).as_object().unwrap()).is_err());
+        assert!(pair
+            .encode(json!({"a": 1, "b": null}).as_object().unwrap())
+            .is_err());
+    }
+
+    #[test]
+    fn incoming_keys_encode_as_the_values_read_back_from_files() {
+        let s = schema(
+            &[
+                (1, "u", PrimitiveType::Uuid),
+                (2, "d", PrimitiveType::Date),
+                (3, "t", PrimitiveType::Timestamptz),
+                (
+                    4,
+                    "n",
+                    PrimitiveType::Decimal {
+                        precision: 10,
+                        scale: 2,
+                    },
+                ),
+            ],
+            &[4, 3, 2, 1],
+        );
+        let columns = KeyColumns::of(&s).unwrap();
+        let incoming = json!({
+            "n": "12.50",
+            "t": "2024-03-01T10:00:00Z",
+            "d": "2024-03-01",
+            "u": "6F1C0A52-8E4B-4C1D-9A57-0B7E2D9C3F10",
+        });
+        let read_back = [
+            json!("6f1c0a52-8e4b-4c1d-9a57-0b7e2d9c3f10"),
+            json!("2024-03-01"),
+            json!("2024-03-01T10:00:00.000000Z"),
+            json!("12.50"),
+        ];
+        assert_eq!(key(&columns, incoming), columns.encode_read(&read_back));
     }
 
     #[test]
@@ -168,7 +320,7 @@ mod tests {
             lsn: 3,
         };
         assert_eq!(idx.insert(Key::Int(5), loc), None);
-        assert_eq!(idx.insert(key(json!({"s": "x"})), loc), None);
+        assert_eq!(idx.insert(Key::of_values([json!("x")].iter()), loc), None);
         assert_eq!(idx.get(&Key::Int(5)), Some(loc));
         assert_eq!(idx.len(), 2);
         assert_eq!(idx.remove(&Key::Int(5)), Some(loc));
@@ -197,9 +349,9 @@ mod tests {
 
         let mut idx = KeyIndex::default();
         for i in 0..1_000_000i64 {
-            let key = json!({"order": format!("ORD-{i:08}"), "line": i % 10});
+            let key = [json!(format!("ORD-{i:08}")), json!(i % 10)];
             idx.insert(
-                Key::encode(key.as_object().unwrap()),
+                Key::of_values(key.iter()),
                 Location {
                     file: 0,
                     pos: 0,

@@ -14,6 +14,7 @@ pub mod arrow_rows;
 pub mod catalog;
 pub mod commit;
 pub mod compaction;
+pub mod evolve;
 pub mod expiry;
 pub mod files;
 pub mod key_index;
@@ -28,6 +29,10 @@ pub use catalog::{Catalog, CatalogConfig};
 pub use storage::{S3Settings, Storage};
 pub use table::{Applied, CdcTable, TableOptions};
 
+/// What went wrong, by whose fault: one record's ([`MergeError::Value`]: dead-letter it,
+/// the rest goes on), one table's (`Schema`, `Arrow`: the table cannot go on until an
+/// operator acts; the others keep flowing), or a passing one (`Io`, `Catalog`, `Commit`:
+/// retry, and stop only after the retry budget, without moving an offset).
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
     #[error("schema: {0}")]
@@ -42,4 +47,19 @@ pub enum MergeError {
     Catalog(String),
     #[error("commit: {0}")]
     Commit(String),
+}
+
+impl MergeError {
+    /// A failure that may pass (storage, catalog, a commit race): worth retrying.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            MergeError::Io(_) | MergeError::Catalog(_) | MergeError::Commit(_)
+        )
+    }
+
+    /// A failure of one record only.
+    pub fn is_record(&self) -> bool {
+        matches!(self, MergeError::Value { .. })
+    }
 }

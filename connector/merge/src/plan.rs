@@ -2,7 +2,8 @@
 //! what `MERGE INTO` would do. Pure: the table is consulted only through `stored_lsn`.
 
 use crate::arrow_rows::Row;
-use crate::key_index::Key;
+use crate::key_index::{Key, KeyColumns};
+use crate::MergeError;
 use debezium_cdc::record::{ChangeRecord, Op};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -38,8 +39,13 @@ pub struct Plan {
     pub stale: u64,
 }
 
-/// Reduces a batch. `stored_lsn` gives the LSN of the row the table holds for a key.
-pub fn plan(records: &[ChangeRecord], stored_lsn: impl Fn(&Key) -> Option<i64>) -> Plan {
+/// Reduces a batch. `keys` encodes each record's key; `stored_lsn` gives the LSN of the row
+/// the table holds for a key.
+pub fn plan(
+    records: &[ChangeRecord],
+    keys: &KeyColumns,
+    stored_lsn: impl Fn(&Key) -> Option<i64>,
+) -> Result<Plan, MergeError> {
     let start = records
         .iter()
         .rposition(|r| r.op == Op::Truncate)
@@ -57,7 +63,7 @@ pub fn plan(records: &[ChangeRecord], stored_lsn: impl Fn(&Key) -> Option<i64>) 
         if matches!(record.op, Op::Truncate | Op::Message) {
             continue;
         }
-        let key = Key::encode(&record.key);
+        let key = keys.encode(&record.key)?;
         let lsn = record.position.lsn.and_then(|l| i64::try_from(l).ok());
         let known =
             newest
@@ -94,7 +100,7 @@ pub fn plan(records: &[ChangeRecord], stored_lsn: impl Fn(&Key) -> Option<i64>) 
             }
         }
     }
-    out
+    Ok(out)
 }
 
 fn upsert(record: &ChangeRecord, lsn: Option<i64>, previous: Option<&Action>) -> Action {
@@ -158,6 +164,19 @@ mod tests {
         }
     }
 
+    fn ids() -> KeyColumns {
+        let schema = iceberg::spec::Schema::builder()
+            .with_fields([std::sync::Arc::new(iceberg::spec::NestedField::required(
+                1,
+                "id",
+                iceberg::spec::Type::Primitive(iceberg::spec::PrimitiveType::Long),
+            ))])
+            .with_identifier_field_ids([1])
+            .build()
+            .unwrap();
+        KeyColumns::of(&schema).unwrap()
+    }
+
     fn row_of(p: &Plan, id: i64) -> Option<&Row> {
         p.changes
             .iter()
@@ -177,7 +196,7 @@ mod tests {
             rec(Op::Delete, 2, 13, Value::Null),
             rec(Op::Create, 3, 14, json!({"id":3,"v":"d"})),
         ];
-        let p = plan(&batch, |_| None);
+        let p = plan(&batch, &ids(), |_| None).unwrap();
         assert!(!p.truncate);
         assert_eq!(p.changes.len(), 3);
         assert_eq!(row_of(&p, 1).unwrap().values["v"], json!("c"));
@@ -194,12 +213,15 @@ mod tests {
             rec(Op::Update, 2, 50, json!({"id":2,"v":"new"})),
             rec(Op::Update, 2, 40, json!({"id":2,"v":"replayed"})),
         ];
-        let p = plan(&batch, |k| (*k == Key::Int(1)).then_some(9));
+        let p = plan(&batch, &ids(), |k| (*k == Key::Int(1)).then_some(9)).unwrap();
         assert_eq!(p.stale, 2);
         assert!(row_of(&p, 1).is_none());
         assert_eq!(row_of(&p, 2).unwrap().values["v"], json!("new"));
         // equal LSNs apply
-        let p = plan(&[rec(Op::Update, 1, 9, json!({"id":1}))], |_| Some(9));
+        let p = plan(&[rec(Op::Update, 1, 9, json!({"id":1}))], &ids(), |_| {
+            Some(9)
+        })
+        .unwrap();
         assert_eq!(p.stale, 0);
     }
 
@@ -212,7 +234,7 @@ mod tests {
             t,
             rec(Op::Create, 2, 30, json!({"id":2})),
         ];
-        let p = plan(&batch, |_| Some(100));
+        let p = plan(&batch, &ids(), |_| Some(100)).unwrap();
         assert!(p.truncate);
         assert_eq!(
             p.changes.len(),
@@ -227,7 +249,7 @@ mod tests {
         let mut second = rec(Op::Update, 1, 11, json!({"id":1,"v":"x"}));
         second.unchanged = vec!["doc".into()];
         let first = rec(Op::Create, 1, 10, json!({"id":1,"v":"w","doc":"big"}));
-        let p = plan(&[first, second.clone()], |_| None);
+        let p = plan(&[first, second.clone()], &ids(), |_| None).unwrap();
         match &p.changes[0].action {
             Action::Upsert { row, carry } => {
                 assert_eq!(row.values["doc"], json!("big"));
@@ -235,7 +257,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let p = plan(&[second], |_| Some(1));
+        let p = plan(&[second], &ids(), |_| Some(1)).unwrap();
         match &p.changes[0].action {
             Action::Upsert { carry, .. } => assert_eq!(carry, &["doc".to_owned()]),
             other => panic!("{other:?}"),

@@ -62,7 +62,7 @@ impl MetadataColumns {
         }
     }
 
-    fn reserved(self, name: &str) -> bool {
+    pub(crate) fn reserved(self, name: &str) -> bool {
         name.starts_with("_cdc_")
             || (self == MetadataColumns::Legacy
                 && [

@@ -5,8 +5,9 @@ use crate::arrow_rows::{value_at, Row};
 use crate::catalog::Catalog;
 use crate::commit::{commit, discard, live_files, Changes, Outcome};
 use crate::compaction::{self, CompactionPolicy, CompactionReport, Rewrite};
-use crate::files::{read_columns, read_position_deletes, DataWriter, WriteOptions};
-use crate::key_index::{Key, KeyIndex, Location};
+use crate::evolve::{make_optional, reconcile, same_columns, SchemaChanges};
+use crate::files::{read_columns, read_position_deletes, read_rows, DataWriter, WriteOptions};
+use crate::key_index::{Key, KeyColumns, KeyIndex, Location};
 use crate::maintenance::{tidy, MaintenancePolicy, MaintenanceReport};
 use crate::plan::{plan, Action};
 use crate::schema::{
@@ -14,12 +15,12 @@ use crate::schema::{
 };
 use crate::MergeError;
 use arrow_array::Array;
-use debezium_cdc::record::ChangeRecord;
-use iceberg::spec::{DataContentType, DataFile, Struct};
+use debezium_cdc::record::{ChangeRecord, Column, Op};
+use iceberg::spec::{DataContentType, DataFile, Schema, Struct};
 use iceberg::table::Table;
 use iceberg::{TableCreation, TableIdent};
-use serde_json::Map;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 /// How tables are laid out and written.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct TableOptions {
     pub write: WriteOptions,
     /// Attempts at one commit when others commit concurrently.
     pub max_commit_attempts: u32,
+    /// What a change of the source's schema does to the table.
+    pub schema_changes: SchemaChanges,
 }
 
 impl Default for TableOptions {
@@ -41,6 +44,7 @@ impl Default for TableOptions {
             metadata_columns: MetadataColumns::default(),
             write: WriteOptions::default(),
             max_commit_attempts: 10,
+            schema_changes: SchemaChanges::default(),
         }
     }
 }
@@ -64,7 +68,10 @@ pub struct CdcTable {
     table: Table,
     /// The Arrow form of the table's current schema, for checking records.
     arrow_schema: arrow_schema::SchemaRef,
-    key_columns: Vec<String>,
+    keys: KeyColumns,
+    /// The last column list and key columns records were checked with, and what they make
+    /// of the current schema: most records carry the same ones as the record before.
+    last_columns: Option<(Vec<Column>, Vec<String>, Option<Evolved>)>,
     index: KeyIndex,
     /// Live data files; the key index refers to them by position here.
     files: Vec<Option<DataFile>>,
@@ -79,12 +86,10 @@ impl CdcTable {
         ident: &TableIdent,
         options: TableOptions,
     ) -> Result<Option<CdcTable>, MergeError> {
-        let Some(table) = catalog.load(ident).await? else {
-            return Ok(None);
-        };
-        let mut t = CdcTable::new(table, options)?;
-        t.rebuild_index().await?;
-        Ok(Some(t))
+        match catalog.load(ident).await? {
+            Some(table) => CdcTable::load(table, options).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Creates the table from the first change record seen for it: columns from its
@@ -132,27 +137,26 @@ impl CdcTable {
         CdcTable::new(table, options)
     }
 
+    /// A table loaded from the catalog, its key index rebuilt from its files.
+    pub async fn load(table: Table, options: TableOptions) -> Result<CdcTable, MergeError> {
+        let mut t = CdcTable::new(table, options)?;
+        t.rebuild_index().await?;
+        Ok(t)
+    }
+
     fn new(table: Table, options: TableOptions) -> Result<CdcTable, MergeError> {
-        let schema = table.metadata().current_schema();
-        let key_columns = schema
-            .identifier_field_ids()
-            .map(|id| {
-                schema
-                    .name_by_field_id(id)
-                    .map(str::to_owned)
-                    .ok_or_else(|| MergeError::Schema(format!("identifier field {id} has no name")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if key_columns.is_empty() {
+        let keys = KeyColumns::of(table.metadata().current_schema())?;
+        if keys.is_empty() {
             return Err(MergeError::Schema(format!(
                 "{} has no identifier fields (primary key)",
                 table.identifier()
             )));
         }
         Ok(CdcTable {
-            arrow_schema: arrow_schema_of(&table)?,
+            arrow_schema: arrow_schema_of(table.metadata().current_schema())?,
             table,
-            key_columns,
+            keys,
+            last_columns: None,
             index: KeyIndex::default(),
             files: Vec::new(),
             file_ids: HashMap::new(),
@@ -161,7 +165,12 @@ impl CdcTable {
     }
 
     fn set_table(&mut self, table: Table) -> Result<(), MergeError> {
-        self.arrow_schema = arrow_schema_of(&table)?;
+        let schema = table.metadata().current_schema();
+        if schema.schema_id() != self.table.metadata().current_schema_id() {
+            self.keys = KeyColumns::of(schema)?;
+            self.arrow_schema = arrow_schema_of(schema)?;
+            self.last_columns = None;
+        }
         self.table = table;
         Ok(())
     }
@@ -174,8 +183,8 @@ impl CdcTable {
         &self.index
     }
 
-    pub fn key_columns(&self) -> &[String] {
-        &self.key_columns
+    pub fn key_columns(&self) -> &KeyColumns {
+        &self.keys
     }
 
     fn register(&mut self, file: DataFile) -> u32 {
@@ -185,36 +194,43 @@ impl CdcTable {
         id
     }
 
-    /// Checks that a change can be written to this table: its columns exist and its values
-    /// convert to the column types. A record that fails is dead-lettered, not the batch.
-    pub fn check(&self, record: &ChangeRecord) -> Result<(), MergeError> {
-        let schema = self.table.metadata().current_schema();
-        let image = record.after.as_ref().or(record.before.as_ref());
-        for name in image.into_iter().flat_map(|m| m.keys()) {
-            if schema.field_by_name(name).is_none() {
-                return Err(MergeError::Value {
-                    column: name.clone(),
-                    reason: format!(
-                        "not a column of {} (schema changes are not applied yet)",
-                        self.table.identifier()
-                    ),
-                });
-            }
+    /// Checks that a change can be written to this table: its key encodes, its schema is
+    /// the table's or one the table evolves to (by `schema_changes`), its values convert to
+    /// the column types. A [`MergeError::Value`] is this record's fault (dead-letter it);
+    /// a [`MergeError::Schema`] the table's (it cannot go on until an operator acts).
+    pub fn check(&mut self, record: &ChangeRecord) -> Result<(), MergeError> {
+        if matches!(record.op, Op::Truncate | Op::Message) {
+            return Ok(());
         }
-        for name in &self.key_columns {
-            if !record.key.contains_key(name) {
-                return Err(MergeError::Value {
-                    column: name.clone(),
-                    reason: "primary key column missing from the record's key".into(),
-                });
-            }
-        }
+        let arrow = match self.evolution(record)? {
+            None => self.arrow_schema.clone(),
+            Some(evolved) => match self.options.schema_changes {
+                SchemaChanges::Evolve => evolved.arrow,
+                SchemaChanges::Pause => {
+                    return Err(MergeError::Schema(format!(
+                        "{}: the source's schema changed ({}) and schema-changes is `pause`",
+                        self.table.identifier(),
+                        evolved.change
+                    )))
+                }
+                SchemaChanges::DeadLetter => {
+                    return Err(MergeError::Value {
+                        column: evolved.change.clone(),
+                        reason: format!(
+                            "the source's schema changed and {} keeps its schema (schema-changes: dead-letter)",
+                            self.table.identifier()
+                        ),
+                    })
+                }
+            },
+        };
+        self.keys.encode(&record.key)?;
         if let Some(after) = &record.after {
             for (name, value) in after {
-                let field = self
-                    .arrow_schema
-                    .field_with_name(name)
-                    .map_err(|e| MergeError::Schema(e.to_string()))?;
+                let field = arrow.field_with_name(name).map_err(|_| MergeError::Value {
+                    column: name.clone(),
+                    reason: format!("not a column of {}", self.table.identifier()),
+                })?;
                 if value.is_null() && !field.is_nullable() {
                     return Err(MergeError::Value {
                         column: name.clone(),
@@ -225,6 +241,39 @@ impl CdcTable {
             }
         }
         Ok(())
+    }
+
+    /// What the current schema must become for `record` (`None`: it takes it as it is).
+    fn evolution(&mut self, record: &ChangeRecord) -> Result<Option<Evolved>, MergeError> {
+        if let (Some((seen, key, evolved)), Some(columns)) = (&self.last_columns, &record.columns) {
+            if seen == columns && key.iter().eq(record.key.keys()) {
+                return Ok(evolved.clone());
+            }
+        }
+        let metadata = self.table.metadata();
+        let current = metadata.current_schema();
+        let evolved = match reconcile(current, metadata.last_column_id(), record) {
+            Ok(None) => None,
+            Ok(Some(schema)) => Some(Evolved {
+                arrow: arrow_schema_of(&schema)?,
+                change: crate::evolve::describe(current, &schema),
+            }),
+            Err(incompatible) => {
+                let reason = format!("{}: {incompatible}", self.table.identifier());
+                return Err(match self.options.schema_changes {
+                    SchemaChanges::DeadLetter => MergeError::Value {
+                        column: incompatible.column,
+                        reason,
+                    },
+                    _ => MergeError::Schema(reason),
+                });
+            }
+        };
+        if let Some(columns) = &record.columns {
+            let key = record.key.keys().cloned().collect();
+            self.last_columns = Some((columns.clone(), key, evolved.clone()));
+        }
+        Ok(evolved)
     }
 
     /// The summary properties of the newest snapshot whose summary has `key`, walking back
@@ -341,8 +390,8 @@ impl CdcTable {
                 self.table.identifier()
             )));
         }
-        let key_columns = self.key_columns.clone();
-        let mut columns: Vec<&str> = key_columns.iter().map(String::as_str).collect();
+        let keys = self.keys.clone();
+        let mut columns: Vec<&str> = keys.names().collect();
         columns.push(LSN_COLUMN);
         for f in live
             .into_iter()
@@ -353,17 +402,17 @@ impl CdcTable {
             let gone = deleted.get(&path);
             let mut pos: u32 = 0;
             for batch in read_columns(&file_io, &path, &columns).await? {
-                let lsn = batch.column(key_columns.len());
+                let lsn = batch.column(keys.len());
                 for row in 0..batch.num_rows() {
                     let here = pos;
                     pos += 1;
                     if gone.is_some_and(|g| g.contains(&here)) {
                         continue;
                     }
-                    let mut key = Map::new();
-                    for (c, name) in key_columns.iter().enumerate() {
-                        key.insert(name.clone(), value_at(batch.column(c).as_ref(), row)?);
-                    }
+                    let values = (0..keys.len())
+                        .map(|c| value_at(batch.column(c).as_ref(), row))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let key = keys.encode_read(&values);
                     let lsn = if lsn.is_null(row) {
                         i64::MIN
                     } else {
@@ -374,12 +423,12 @@ impl CdcTable {
                         pos: here,
                         lsn,
                     };
-                    if let Some(prev) = self.index.insert(Key::encode(&key), loc) {
+                    if let Some(prev) = self.index.insert(key.clone(), loc) {
                         // two live rows for one key: keep the newer change
                         if prev.lsn > loc.lsn {
-                            self.index.insert(Key::encode(&key), prev);
+                            self.index.insert(key, prev);
                         }
-                        tracing::warn!(table = %self.table.identifier(), ?key, "two live rows for one key");
+                        tracing::warn!(table = %self.table.identifier(), ?values, "two live rows for one key");
                     }
                 }
             }
@@ -437,7 +486,7 @@ impl CdcTable {
         records: &[ChangeRecord],
         properties: HashMap<String, String>,
     ) -> Result<Option<Applied>, MergeError> {
-        let mut plan = plan(records, |k| self.index.get(k).map(|l| l.lsn));
+        let mut plan = plan(records, &self.keys, |k| self.index.get(k).map(|l| l.lsn))?;
         let mut applied = Applied {
             stale: plan.stale,
             truncated: plan.truncate,
@@ -455,6 +504,7 @@ impl CdcTable {
         }
         self.carry_unchanged(&mut plan.changes, plan.truncate)
             .await?;
+        let evolved = self.evolve_for(records, &plan.changes)?;
 
         let mut upsert_keys: Vec<Key> = Vec::new();
         let mut rows: Vec<&Row> = Vec::new();
@@ -473,7 +523,9 @@ impl CdcTable {
         let writer = DataWriter {
             file_io: self.table.file_io(),
             location: metadata.location(),
-            schema: metadata.current_schema().clone(),
+            schema: evolved
+                .clone()
+                .unwrap_or_else(|| metadata.current_schema().clone()),
             spec: metadata.default_partition_spec().clone(),
             options: &self.options.write,
         };
@@ -518,6 +570,7 @@ impl CdcTable {
             removed,
             operation: None,
             properties,
+            schema: evolved,
         };
         let added: Vec<DataFile> = changes
             .added_data
@@ -568,6 +621,91 @@ impl CdcTable {
         Ok(Some(applied))
     }
 
+    /// The schema this batch is written with when it is not the current one: every
+    /// record's columns reconciled in turn (with `schema-changes: evolve`; otherwise
+    /// [`CdcTable::check`] let through only records the table takes as it is), and required
+    /// columns that a row leaves empty made optional. Folded over the table as the commit
+    /// finds it, so a reload after a lost compare-and-swap evolves another writer's schema.
+    fn evolve_for(
+        &self,
+        records: &[ChangeRecord],
+        changes: &[crate::plan::KeyChange],
+    ) -> Result<Option<Arc<Schema>>, MergeError> {
+        if self.options.schema_changes != SchemaChanges::Evolve {
+            return Ok(None);
+        }
+        let metadata = self.table.metadata();
+        let current = metadata.current_schema();
+        let table = self.table.identifier();
+        let incompatible =
+            |e: crate::evolve::Incompatible| MergeError::Schema(format!("{table}: {e}"));
+        let mut schema: Option<Schema> = None;
+        let mut seen: Option<&Vec<Column>> = None;
+        for r in records {
+            if matches!(r.op, Op::Truncate | Op::Message) {
+                continue;
+            }
+            if r.columns.is_some() && r.columns.as_ref() == seen {
+                continue;
+            }
+            seen = r.columns.as_ref();
+            let base = schema.as_ref().unwrap_or(current);
+            if let Some(s) = reconcile(base, metadata.last_column_id(), r).map_err(incompatible)? {
+                schema = Some(s);
+            }
+        }
+        let base = schema.as_ref().unwrap_or(current);
+        let key: BTreeSet<&str> = self.keys.names().collect();
+        let meta = MetadataColumns::of(base);
+        let empty: BTreeSet<String> = base
+            .as_struct()
+            .fields()
+            .iter()
+            .filter(|f| f.required && !key.contains(f.name.as_str()) && !meta.reserved(&f.name))
+            .filter(|f| {
+                changes.iter().any(|c| match &c.action {
+                    Action::Upsert { row, .. } => row
+                        .values
+                        .get(&f.name)
+                        .is_none_or(serde_json::Value::is_null),
+                    Action::Delete => false,
+                })
+            })
+            .map(|f| f.name.clone())
+            .collect();
+        if let Some(s) = make_optional(base, &empty).map_err(incompatible)? {
+            schema = Some(s);
+        }
+        let Some(schema) = schema.filter(|s| !same_columns(s, current)) else {
+            return Ok(None);
+        };
+        // the id of an identical schema the table had before, else a new one
+        let id = metadata
+            .schemas_iter()
+            .find(|s| same_columns(s, &schema))
+            .map(|s| s.schema_id())
+            .unwrap_or_else(|| {
+                metadata
+                    .schemas_iter()
+                    .map(|s| s.schema_id())
+                    .max()
+                    .unwrap_or(0)
+                    + 1
+            });
+        let schema = schema
+            .into_builder()
+            .with_schema_id(id)
+            .build()
+            .map_err(|e| MergeError::Schema(e.to_string()))?;
+        tracing::info!(
+            table = %table,
+            schema_id = id,
+            "schema evolves: {}",
+            crate::evolve::describe(current, &schema)
+        );
+        Ok(Some(Arc::new(schema)))
+    }
+
     /// Fills unchanged-TOAST columns from the stored rows.
     async fn carry_unchanged(
         &self,
@@ -591,14 +729,22 @@ impl CdcTable {
         if wanted.is_empty() {
             return Ok(());
         }
-        let columns: Vec<String> = columns.into_iter().collect();
-        let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+        // the carried columns as the table has them (older files may lack some: null)
+        let fields: Vec<arrow_schema::FieldRef> = self
+            .arrow_schema
+            .fields()
+            .iter()
+            .filter(|f| columns.contains(f.name()))
+            .cloned()
+            .collect();
+        let names: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
+        let projected = Arc::new(arrow_schema::Schema::new(fields));
         for (file_id, mut targets) in wanted {
             let Some(Some(file)) = self.files.get(file_id as usize) else {
                 continue;
             };
             targets.sort_unstable();
-            let batches = read_columns(self.table.file_io(), file.file_path(), &names).await?;
+            let batches = read_rows(self.table.file_io(), file.file_path(), &projected).await?;
             let mut base = 0u32;
             let mut t = 0;
             for batch in batches {
@@ -621,6 +767,14 @@ impl CdcTable {
         }
         Ok(())
     }
+}
+
+/// A schema a record's columns evolve the table to: its Arrow form (for checking values) and
+/// what changed (for messages).
+#[derive(Debug, Clone)]
+struct Evolved {
+    arrow: arrow_schema::SchemaRef,
+    change: String,
 }
 
 /// The newest snapshot matching `wanted` in the current snapshot's history: its chain of
@@ -649,8 +803,8 @@ pub fn newest_in_history(
     older.into_iter().find(|s| wanted(s))
 }
 
-fn arrow_schema_of(table: &Table) -> Result<arrow_schema::SchemaRef, MergeError> {
-    iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
+fn arrow_schema_of(schema: &Schema) -> Result<arrow_schema::SchemaRef, MergeError> {
+    iceberg::arrow::schema_to_arrow_schema(schema)
         .map(std::sync::Arc::new)
         .map_err(|e| MergeError::Schema(e.to_string()))
 }

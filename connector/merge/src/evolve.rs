@@ -1,0 +1,302 @@
+//! Schema evolution driven by the source: the columns a change record carries (Debezium's
+//! schema of the row, sent with every event by the JSON converter) reconciled with the
+//! table's schema. Pure: [`reconcile`] says what the table must become for a record, or why
+//! it cannot; the table commits the new schema in the same snapshot as the first data that
+//! needs it.
+//!
+//! What evolves in place (Iceberg's own rules): a new column (added optional, older rows read
+//! null), `int` -> `long`, `float` -> `double`, a decimal's precision up at the same scale,
+//! required -> optional, and a dropped column (kept, made optional, later rows null). A
+//! narrower type in the source (a replayed event from before a widening, or a narrowing) keeps
+//! the table's wider type: every value fits. Anything else (`text` -> `int`, a decimal's scale,
+//! another primary key) cannot be evolved in place: [`Incompatible`].
+
+use crate::schema::{iceberg_type, MetadataColumns};
+use debezium_cdc::record::{ChangeRecord, Column, ColumnType};
+use iceberg::spec::{NestedField, NestedFieldRef, PrimitiveType, Schema, Type};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// What a table does with a change of the source's schema (`tables.schema-changes`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SchemaChanges {
+    /// Evolve the table where Iceberg can; pause it where it cannot.
+    #[default]
+    Evolve,
+    /// Pause the table at any schema change, for an operator to decide.
+    Pause,
+    /// Keep the table's schema: records that need another go to the dead-letter destination.
+    DeadLetter,
+}
+
+impl std::str::FromStr for SchemaChanges {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "evolve" => Ok(SchemaChanges::Evolve),
+            "pause" => Ok(SchemaChanges::Pause),
+            "dead-letter" => Ok(SchemaChanges::DeadLetter),
+            other => Err(format!(
+                "`{other}` is not one of evolve, pause, dead-letter"
+            )),
+        }
+    }
+}
+
+/// [`Incompatible::column`] when the key changed.
+pub const PRIMARY_KEY: &str = "primary key";
+
+/// A change of the source that the table cannot take in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incompatible {
+    pub column: String,
+    pub from: String,
+    pub to: String,
+}
+
+impl std::fmt::Display for Incompatible {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = if self.column == PRIMARY_KEY {
+            "the primary key".to_owned()
+        } else {
+            format!("column `{}`", self.column)
+        };
+        write!(
+            f,
+            "{what} changed from {} to {}, which Iceberg cannot evolve in place",
+            self.from, self.to
+        )
+    }
+}
+
+/// The schema `schema` must become to take `record`, or `None` when it takes it as it is.
+/// `last_column_id` is the table's highest field id ever assigned (new columns get the next
+/// ones). A record without column types (the JSON converter with `schemas.enable=false`) can
+/// only add columns, as strings holding the values' JSON text, like the table it would
+/// create; without a schema a missing column cannot be told from a dropped one.
+pub fn reconcile(
+    schema: &Schema,
+    last_column_id: i32,
+    record: &ChangeRecord,
+) -> Result<Option<Schema>, Incompatible> {
+    let key: BTreeSet<&str> = record.key.keys().map(String::as_str).collect();
+    check_key(schema, &key)?;
+    let untyped;
+    let (columns, complete) = match &record.columns {
+        Some(c) => (c.as_slice(), true),
+        None => {
+            let image = record.after.as_ref().or(record.before.as_ref());
+            untyped = image
+                .into_iter()
+                .flat_map(|m| m.keys())
+                .chain(&record.unchanged)
+                .map(|name| Column {
+                    name: name.clone(),
+                    ty: ColumnType::String,
+                    optional: !key.contains(name.as_str()),
+                    logical: None,
+                })
+                .collect::<Vec<_>>();
+            (untyped.as_slice(), false)
+        }
+    };
+    let meta = MetadataColumns::of(schema);
+    let mut fields: Vec<NestedFieldRef> = schema.as_struct().fields().to_vec();
+    let mut next_id = last_column_id.max(schema.highest_field_id());
+    let mut changed = false;
+    for (i, column) in columns.iter().enumerate() {
+        let wanted = match iceberg_type(&column.ty) {
+            Type::Primitive(p) => p,
+            _ => PrimitiveType::String,
+        };
+        match fields.iter().position(|f| f.name == column.name) {
+            Some(at) => {
+                let field = &fields[at];
+                let Type::Primitive(have) = field.field_type.as_ref() else {
+                    return Err(incompatible(&column.name, &field.field_type, &wanted));
+                };
+                let is_key = key.contains(column.name.as_str());
+                let mut new = field.as_ref().clone();
+                if *have != wanted && complete {
+                    if widens(have, &wanted) {
+                        new.field_type = Box::new(Type::Primitive(wanted.clone()));
+                    } else if !widens(&wanted, have) {
+                        return Err(incompatible(&column.name, &field.field_type, &wanted));
+                    }
+                }
+                if complete && column.optional && new.required && !is_key {
+                    new.required = false;
+                }
+                if new != *field.as_ref() {
+                    fields[at] = Arc::new(new);
+                    changed = true;
+                }
+            }
+            None => {
+                if meta.reserved(&column.name) {
+                    return Err(Incompatible {
+                        column: column.name.clone(),
+                        from: "absent".into(),
+                        to: format!("{wanted} (a name of the CDC metadata columns)"),
+                    });
+                }
+                next_id += 1;
+                let field = Arc::new(NestedField::optional(
+                    next_id,
+                    &column.name,
+                    Type::Primitive(wanted),
+                ));
+                // after the nearest column that precedes it in the source
+                let at = columns[..i]
+                    .iter()
+                    .rev()
+                    .find_map(|c| fields.iter().position(|f| f.name == c.name))
+                    .map_or(0, |p| p + 1);
+                fields.insert(at, field);
+                changed = true;
+            }
+        }
+    }
+    if complete {
+        // columns the source no longer has: kept, optional from now on
+        for field in fields.iter_mut() {
+            let gone = field.required
+                && !meta.reserved(&field.name)
+                && !key.contains(field.name.as_str())
+                && !columns.iter().any(|c| c.name == field.name);
+            if gone {
+                let mut f = field.as_ref().clone();
+                f.required = false;
+                *field = Arc::new(f);
+                changed = true;
+            }
+        }
+    }
+    if !changed {
+        return Ok(None);
+    }
+    rebuilt(schema, fields).map(Some)
+}
+
+/// `schema` with the named (required, non-key) columns made optional: where a required column
+/// receives a null (an unchanged TOAST value for a row the table does not hold).
+pub fn make_optional(
+    schema: &Schema,
+    names: &BTreeSet<String>,
+) -> Result<Option<Schema>, Incompatible> {
+    let key: BTreeSet<i32> = schema.identifier_field_ids().collect();
+    let mut changed = false;
+    let fields = schema
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.required && !key.contains(&f.id) && names.contains(&f.name) {
+                changed = true;
+                let mut f = f.as_ref().clone();
+                f.required = false;
+                Arc::new(f)
+            } else {
+                f.clone()
+            }
+        })
+        .collect();
+    if !changed {
+        return Ok(None);
+    }
+    rebuilt(schema, fields).map(Some)
+}
+
+fn rebuilt(schema: &Schema, fields: Vec<NestedFieldRef>) -> Result<Schema, Incompatible> {
+    Schema::builder()
+        .with_schema_id(schema.schema_id())
+        .with_fields(fields)
+        .with_identifier_field_ids(schema.identifier_field_ids())
+        .build()
+        .map_err(|e| Incompatible {
+            column: String::new(),
+            from: "the table's schema".into(),
+            to: e.to_string(),
+        })
+}
+
+fn check_key(schema: &Schema, key: &BTreeSet<&str>) -> Result<(), Incompatible> {
+    if key.is_empty() {
+        return Ok(());
+    }
+    let have: BTreeSet<&str> = schema
+        .identifier_field_ids()
+        .filter_map(|id| schema.name_by_field_id(id))
+        .collect();
+    if have == *key {
+        return Ok(());
+    }
+    let list =
+        |s: &BTreeSet<&str>| format!("({})", s.iter().copied().collect::<Vec<_>>().join(", "));
+    Err(Incompatible {
+        column: PRIMARY_KEY.into(),
+        from: list(&have),
+        to: list(key),
+    })
+}
+
+fn incompatible(column: &str, have: &Type, wanted: &PrimitiveType) -> Incompatible {
+    Incompatible {
+        column: column.to_owned(),
+        from: have.to_string(),
+        to: wanted.to_string(),
+    }
+}
+
+/// Whether Iceberg promotes `from` to `to` in place.
+fn widens(from: &PrimitiveType, to: &PrimitiveType) -> bool {
+    use PrimitiveType as P;
+    match (from, to) {
+        (P::Int, P::Long) | (P::Float, P::Double) => true,
+        (
+            P::Decimal {
+                precision: p1,
+                scale: s1,
+            },
+            P::Decimal {
+                precision: p2,
+                scale: s2,
+            },
+        ) => s1 == s2 && p2 > p1,
+        _ => false,
+    }
+}
+
+/// Whether two schemas have the same columns and key (their ids aside).
+pub fn same_columns(a: &Schema, b: &Schema) -> bool {
+    a.as_struct() == b.as_struct()
+        && a.identifier_field_ids().collect::<BTreeSet<_>>()
+            == b.identifier_field_ids().collect::<BTreeSet<_>>()
+}
+
+/// What changed from `old` to `new`, in words: `added color (string); id widened int -> long;
+/// name optional`.
+pub fn describe(old: &Schema, new: &Schema) -> String {
+    let mut out = Vec::new();
+    for f in new.as_struct().fields() {
+        match old.field_by_id(f.id) {
+            None => out.push(format!("added {} ({})", f.name, f.field_type)),
+            Some(o) => {
+                if o.field_type != f.field_type {
+                    out.push(format!(
+                        "{} widened {} -> {}",
+                        f.name, o.field_type, f.field_type
+                    ));
+                }
+                if o.required && !f.required {
+                    out.push(format!("{} optional", f.name));
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        "no column changed".into()
+    } else {
+        out.join("; ")
+    }
+}
