@@ -281,3 +281,223 @@ fn sigterm_commits_the_open_batch_and_a_restart_finishes() {
     assert_eq!(py, want, "PyIceberg");
     assert_eq!(duck, want, "DuckDB");
 }
+
+/// One Debezium message as the JSON converter with schemas writes it (`KEY<TAB>VALUE`): a
+/// change of `public.<table>` keyed by `id`, its row's columns as (name, Connect type,
+/// optional, value); a delete sends them as `before`.
+fn debezium(table: &str, op: &str, lsn: u64, row: &[(&str, &str, bool, Value)]) -> String {
+    use serde_json::json;
+    let fields: Vec<Value> = row
+        .iter()
+        .map(|(name, ty, optional, _)| json!({"type": ty, "optional": optional, "field": name}))
+        .collect();
+    let image: serde_json::Map<String, Value> = row
+        .iter()
+        .map(|(name, _, _, v)| ((*name).to_owned(), v.clone()))
+        .collect();
+    let id = image["id"].clone();
+    let side = |which: &str| {
+        json!({"type": "struct", "optional": true, "name": format!("shop.public.{table}.Value"),
+               "field": which, "fields": fields})
+    };
+    let schema = json!({"type": "struct", "optional": false, "name": format!("shop.public.{table}.Envelope"),
+        "fields": [side("before"), side("after"),
+            {"type": "struct", "optional": false, "field": "source", "name": "io.debezium.connector.postgresql.Source",
+             "fields": [{"type": "string", "optional": false, "field": "connector"},
+                        {"type": "string", "optional": false, "field": "schema"},
+                        {"type": "string", "optional": false, "field": "table"},
+                        {"type": "int64", "optional": true, "field": "lsn"},
+                        {"type": "int64", "optional": false, "field": "ts_ms"}]},
+            {"type": "string", "optional": false, "field": "op"}]});
+    let (before, after) = if op == "d" {
+        (Value::Object(image), Value::Null)
+    } else {
+        (Value::Null, Value::Object(image))
+    };
+    let value = json!({"schema": schema, "payload": {"before": before, "after": after, "op": op,
+        "source": {"connector": "postgresql", "schema": "public", "table": table, "lsn": lsn, "ts_ms": 1_717_200_000_000u64}}});
+    let key = json!({"schema": {"type": "struct", "optional": false, "name": format!("shop.public.{table}.Key"),
+        "fields": [{"type": "int32", "optional": false, "field": "id"}]}, "payload": {"id": id}});
+    format!("{key}\t{value}")
+}
+
+/// The source's DDL through the `.wasm` and the connector process, three tables at once:
+/// `items` evolves (ADD COLUMN, ALTER TYPE int -> bigint, DROP COLUMN of a NOT NULL column),
+/// `refunds` changes a column's type in a way Iceberg cannot follow and pauses, `orders`
+/// keeps committing beside it; an analyst's table in the same catalog is left alone. Then
+/// the operator lets `refunds` dead-letter what it cannot take, restarts, and it resumes
+/// where it paused.
+#[test]
+fn schema_changes_evolve_one_table_pause_another_and_the_others_keep_flowing() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("sqlite://{}/catalog.db", dir.path().display());
+    let catalog = PyCatalog {
+        uri: &uri,
+        name: "cdc",
+        s3: None,
+    };
+    // an analyst's table, made before the connector ever ran: no key, no CDC columns
+    readers::create(
+        &catalog,
+        "analytics.daily_report",
+        &format!("file://{}/analyst/daily_report", dir.path().display()),
+        &json!([{"day": "2024-06-01", "total": 12}]),
+    );
+    let item = |id: i64,
+                name: Option<&str>,
+                qty: Value,
+                color: Option<Option<&str>>,
+                qty_ty: &'static str| {
+        let mut row = vec![("id", "int32", false, json!(id))];
+        if let Some(n) = name {
+            row.push(("name", "string", false, json!(n)));
+        }
+        if let Some(c) = color {
+            row.push(("color", "string", true, json!(c)));
+        }
+        row.push(("qty", qty_ty, true, qty));
+        row
+    };
+    let order = |id: i64, total: i64| {
+        vec![
+            ("id", "int32", false, json!(id)),
+            ("total", "int64", true, json!(total)),
+        ]
+    };
+    let refund = |id: i64, note: Value, ty: &'static str| {
+        vec![("id", "int32", false, json!(id)), ("note", ty, true, note)]
+    };
+    let big = 3_000_000_000i64;
+    let mut lsn = 1000;
+    let mut next = || {
+        lsn += 8;
+        lsn
+    };
+    let mut lines = vec![
+        debezium(
+            "items",
+            "r",
+            next(),
+            &item(1, Some("a"), json!(1), None, "int32"),
+        ),
+        debezium(
+            "items",
+            "r",
+            next(),
+            &item(2, Some("b"), json!(2), None, "int32"),
+        ),
+        debezium("orders", "c", next(), &order(1, 10)),
+        debezium("refunds", "c", next(), &refund(1, json!("late"), "string")),
+        // ALTER TABLE items ADD COLUMN color text
+        debezium(
+            "items",
+            "c",
+            next(),
+            &item(3, Some("c"), json!(3), Some(Some("red")), "int32"),
+        ),
+        debezium("orders", "c", next(), &order(2, 20)),
+        // ALTER TABLE items ALTER COLUMN qty TYPE bigint
+        debezium(
+            "items",
+            "u",
+            next(),
+            &item(1, Some("a"), json!(big), Some(None), "int64"),
+        ),
+        // ALTER TABLE refunds ALTER COLUMN note TYPE int USING length(note): cannot evolve
+        debezium("refunds", "c", next(), &refund(2, json!(7), "int32")),
+        debezium("orders", "u", next(), &order(1, 11)),
+        // ALTER TABLE items DROP COLUMN name (NOT NULL)
+        debezium(
+            "items",
+            "c",
+            next(),
+            &item(4, None, json!(4), Some(Some("blue")), "int64"),
+        ),
+        debezium(
+            "items",
+            "d",
+            next(),
+            &item(2, None, json!(2), Some(None), "int64"),
+        ),
+        debezium("refunds", "u", next(), &refund(1, json!(4), "int32")),
+    ];
+    lines.push(debezium("orders", "c", next(), &order(3, 30)));
+    let input = dir.path().join("events.kv");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let cfg = config(dir.path(), &input, "  batch:\n    max-records: 2\n");
+    let out = run(&cfg);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let paused: Vec<&str> = log.lines().filter(|l| l.contains("table paused")).collect();
+    assert_eq!(paused.len(), 1, "said once, at ERROR: {log}");
+    assert!(
+        paused[0].contains("ERROR")
+            && paused[0].contains("public.refunds")
+            && paused[0].contains("column `note` changed from string to int"),
+        "{}",
+        paused[0]
+    );
+
+    let (py, duck) = read(dir.path(), "public.items", "id,name,color,qty");
+    let items = json!([
+        {"id": 1, "name": "a", "color": null, "qty": big},
+        {"id": 3, "name": "c", "color": "red", "qty": 3},
+        {"id": 4, "name": null, "color": "blue", "qty": 4},
+    ]);
+    assert_eq!(py, items, "PyIceberg");
+    assert_eq!(duck, items, "DuckDB");
+    let (py, duck) = read(dir.path(), "public.orders", "id,total");
+    let orders = json!([{"id": 1, "total": 11}, {"id": 2, "total": 20}, {"id": 3, "total": 30}]);
+    assert_eq!(py, orders, "PyIceberg");
+    assert_eq!(duck, orders, "DuckDB");
+    let (py, duck) = read(dir.path(), "public.refunds", "id,note");
+    let refunds = json!([{"id": 1, "note": "late"}]);
+    assert_eq!(py, refunds, "PyIceberg: the table as it was when it paused");
+    assert_eq!(duck, refunds, "DuckDB");
+    let (py, _) = read(dir.path(), "analytics.daily_report", "day,total");
+    assert_eq!(
+        py,
+        json!([{"day": "2024-06-01", "total": 12}]),
+        "left alone"
+    );
+    let dead = dead_letters(dir.path());
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for (d, offset) in dead.iter().zip([7, 11]) {
+        assert_eq!(d["offset"], offset);
+        let reason = d["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("table public.refunds is paused"),
+            "{reason}"
+        );
+    }
+
+    // a restart reads the paused table's changes again (they were not counted as applied)
+    // and pauses it again; the others hold everything already
+    let out = run(&cfg);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("table paused"));
+    assert_eq!(read(dir.path(), "public.orders", "id,total").0, orders);
+
+    // the operator decides: refunds keeps its schema and dead-letters what does not fit
+    let fixed = config(
+        dir.path(),
+        &input,
+        "  batch:\n    max-records: 2\n  tables:\n    schema-changes-per-table:\n      public.refunds: dead-letter\n",
+    );
+    std::fs::remove_file(dir.path().join("dead-letter.jsonl")).unwrap();
+    let out = run(&fixed);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("table paused"));
+    let dead = dead_letters(dir.path());
+    let offsets: Vec<i64> = dead.iter().map(|d| d["offset"].as_i64().unwrap()).collect();
+    assert_eq!(offsets, [7, 11], "{dead:?}");
+    assert!(
+        dead[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("schema-changes: dead-letter"),
+        "{dead:?}"
+    );
+    assert_eq!(
+        read(dir.path(), "public.items", "id,name,color,qty").0,
+        items
+    );
+}

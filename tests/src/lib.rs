@@ -423,6 +423,17 @@ pub mod readers {
             &["--rows", &rows.to_string()],
         );
     }
+
+    /// Creates a table of PyIceberg's own (no primary key, no CDC columns) at `location`,
+    /// holding `rows`: an analyst's table in the connector's catalog.
+    pub fn create(catalog: &PyCatalog, table: &str, location: &str, rows: &Value) {
+        run_script(
+            "append_rows.py",
+            catalog,
+            table,
+            &["--rows", &rows.to_string(), "--create", location],
+        );
+    }
 }
 
 /// The single-node Ceph cluster (S3 through the RADOS Gateway) that `tests/ceph.sh` starts

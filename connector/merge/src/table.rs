@@ -263,7 +263,9 @@ impl CdcTable {
                 return Err(match self.options.schema_changes {
                     SchemaChanges::DeadLetter => MergeError::Value {
                         column: incompatible.column,
-                        reason,
+                        reason: format!(
+                            "{reason} (schema-changes: dead-letter keeps the table's schema)"
+                        ),
                     },
                     _ => MergeError::Schema(reason),
                 });

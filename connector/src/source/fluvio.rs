@@ -247,42 +247,123 @@ pub async fn spawn(
 
 async fn read_partition<S>(
     partition: u32,
-    mut stream: S,
+    stream: S,
     chunk: usize,
     tx: mpsc::Sender<Result<Vec<SourceRecord>>>,
 ) where
     S: ConsumerStream<Item = Result<fluvio::consumer::Record, fluvio::dataplane::link::ErrorCode>>,
 {
+    let records = stream.map(move |next| match next {
+        Ok(record) => Ok(SourceRecord {
+            partition: Partition::fluvio(partition),
+            offset: record.offset(),
+            key: record.key().map(<[u8]>::to_vec),
+            value: record.value().to_vec(),
+            defect: None,
+        }),
+        Err(code) => Err(anyhow!("partition {partition}: {code:?}")),
+    });
+    chunks(Box::pin(records), chunk, LINGER, tx).await;
+    tracing::debug!(partition, "partition reader stopped");
+}
+
+/// Hands records on in chunks: a chunk goes when it holds `chunk` records or when its first
+/// record has waited `linger`, whichever comes first: a record that keeps arriving does not
+/// hold the ones before it (the deadline is the first record's, not the last's). An error
+/// or the end of the stream is handed on after what was read before it.
+async fn chunks<S>(
+    mut records: S,
+    chunk: usize,
+    linger: Duration,
+    tx: mpsc::Sender<Result<Vec<SourceRecord>>>,
+) where
+    S: futures::Stream<Item = Result<SourceRecord>> + Unpin,
+{
     let mut buffer: Vec<SourceRecord> = Vec::new();
+    let mut deadline: Option<tokio::time::Instant> = None;
     loop {
-        let linger = tokio::time::sleep(LINGER);
-        tokio::select! {
-            next = stream.next() => match next {
+        let wait = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let end = tokio::select! {
+            next = records.next() => match next {
                 Some(Ok(record)) => {
-                    buffer.push(SourceRecord {
-                        partition: Partition::fluvio(partition),
-                        offset: record.offset(),
-                        key: record.key().map(<[u8]>::to_vec),
-                        value: record.value().to_vec(),
-                        defect: None,
-                    });
+                    buffer.push(record);
+                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + linger);
                     if buffer.len() < chunk {
                         continue;
                     }
+                    None
                 }
-                Some(Err(code)) => {
-                    let _ = tx.send(Err(anyhow!("partition {partition}: {code:?}"))).await;
-                    return;
-                }
-                None => {
-                    let _ = tx.send(Err(anyhow!("partition {partition}: the stream ended"))).await;
-                    return;
-                }
+                Some(Err(e)) => Some(e),
+                None => Some(anyhow!("the stream ended")),
             },
-            _ = linger => {}
-        }
+            _ = wait => None,
+        };
+        deadline = None;
         if !buffer.is_empty() && tx.send(Ok(std::mem::take(&mut buffer))).await.is_err() {
             return;
         }
+        if let Some(e) = end {
+            let _ = tx.send(Err(e)).await;
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(offset: i64) -> Result<SourceRecord> {
+        Ok(SourceRecord {
+            partition: Partition::fluvio(0),
+            offset,
+            key: None,
+            value: b"{}".to_vec(),
+            defect: None,
+        })
+    }
+
+    /// A producer sending one record every 40 ms (less than the 50 ms linger): each chunk
+    /// leaves 50 ms after its first record, not when 2,000 have piled up (~80 s).
+    #[tokio::test(start_paused = true)]
+    async fn records_arriving_faster_than_the_linger_still_leave_within_it() {
+        let start = tokio::time::Instant::now();
+        let stream = futures::stream::unfold(0i64, |n| async move {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            (n < 100).then(|| (record(n), n + 1))
+        });
+        let (tx, mut rx) = mpsc::channel(16);
+        tokio::spawn(chunks(Box::pin(stream), 2000, LINGER, tx));
+        let mut seen = 0;
+        while let Some(Ok(chunk)) = rx.recv().await {
+            let first = chunk[0].offset;
+            let arrived = Duration::from_millis(40 * (first as u64 + 1));
+            let waited = start.elapsed() - arrived;
+            assert!(waited <= LINGER, "chunk at {first} waited {waited:?}");
+            assert_eq!(first, seen, "in order, nothing lost");
+            seen += chunk.len() as i64;
+        }
+        assert_eq!(seen, 100, "every record, then the end");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_chunk_leaves_at_once_and_an_error_after_what_came_before_it() {
+        let mut items: Vec<Result<SourceRecord>> = (0..5).map(record).collect();
+        items.push(Err(anyhow!("broken")));
+        let (tx, mut rx) = mpsc::channel(16);
+        tokio::spawn(chunks(futures::stream::iter(items), 2, LINGER, tx));
+        let sizes: Vec<usize> = [
+            rx.recv().await.unwrap().unwrap().len(),
+            rx.recv().await.unwrap().unwrap().len(),
+            rx.recv().await.unwrap().unwrap().len(),
+        ]
+        .to_vec();
+        assert_eq!(sizes, [2, 2, 1]);
+        assert!(rx.recv().await.unwrap().is_err());
     }
 }
