@@ -578,6 +578,12 @@ impl Sink {
                     .map(|()| None)
             }
         };
+        let held = |s: &TableState| s.committed.get(&p).is_some_and(|&next| off < next);
+        if self.tables.get(&ident).is_some_and(held) {
+            // the table holds it already (paused or not)
+            self.stats.skipped_committed += 1;
+            return Ok(None);
+        }
         if self.paused.contains_key(&ident) {
             self.hold(&ident, &p, off, &record.value).await?;
             return Ok(None);
@@ -618,10 +624,6 @@ impl Sink {
             .tables
             .get_mut(&ident)
             .ok_or_else(|| anyhow!("table {ident} vanished"))?;
-        if state.committed.get(&p).is_some_and(|&next| off < next) {
-            self.stats.skipped_committed += 1;
-            return Ok(None);
-        }
         match state.table.check(&change) {
             Ok(()) => {}
             Err(e) if e.is_record() => {
