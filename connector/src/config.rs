@@ -295,10 +295,17 @@ pub struct KafkaSection {
     /// And/or by regular expression, e.g. `shop\.public\..*`.
     #[serde(default)]
     pub topic_pattern: Option<String>,
-    /// Where a partition the tables know nothing of starts: `latest` (the old job's
-    /// default) or `earliest`.
+    /// Where the partitions that exist at the very first start (no table holds anything
+    /// yet) begin: `latest` (the old job's default) or `earliest`. A partition that appears
+    /// later (a topic Debezium creates for a new table, a partition added) is read from its
+    /// beginning whatever this says.
     #[serde(default = "default_offset_reset")]
     pub auto_offset_reset: String,
+    /// Partitions (`topic/N`) whose offset in the tables the broker no longer has (retention,
+    /// a recreated topic) and that the operator accepts to read again from the broker's
+    /// earliest offset. Without it such a partition is not read, with an error naming it.
+    #[serde(default)]
+    pub reset_partitions: Vec<String>,
     /// `manual` (default: this connector reads every matching partition, no group
     /// membership) or `group` (a consumer-group subscription, to spread topics over several
     /// connectors).
@@ -340,6 +347,7 @@ impl std::fmt::Debug for KafkaSection {
             .field("topics", &self.topics)
             .field("topic_pattern", &self.topic_pattern)
             .field("auto_offset_reset", &self.auto_offset_reset)
+            .field("reset_partitions", &self.reset_partitions)
             .field("assignment", &self.assignment)
             .field("options", &options)
             .finish()

@@ -133,3 +133,151 @@ fn the_broker_down_for_twenty_seconds_mid_run() {
     stop(child);
     check(dir.path(), &stream);
 }
+
+/// Waits until `log` has a line containing `what`.
+fn wait_for_line(log: &std::path::Path, what: &str) {
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains(what)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no `{what}` in the log"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `auto-offset-reset: latest` is for what exists at the very first start: the topic
+/// Debezium creates for a new table afterwards is read from its first record (messages
+/// produced right after its creation, before the connector noticed it, included).
+#[test]
+fn a_topic_created_after_start_is_read_from_its_first_record() {
+    let cluster = MockCluster::new(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = stream(3000, 15);
+    let refunds = |t: &str| t.ends_with(".sales.refunds");
+    for topic in topics("shop").into_iter().filter(|t| !refunds(t)) {
+        cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
+    }
+    let cfg = config(dir.path(), &cluster.bootstrap_servers(), "shop");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("auto-offset-reset: earliest", "auto-offset-reset: latest");
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.path().join("connector.log");
+    let mut child = Running(Some(start_logged(&cfg, &log)));
+    wait_for_line(&log, "reading");
+    // the existing partitions' `latest` is resolved before anything is produced
+    std::thread::sleep(Duration::from_secs(3));
+    let bootstrap = cluster.bootstrap_servers();
+    let mut ends = produce_where(&bootstrap, "shop", &stream, |t| !refunds(t));
+    cluster
+        .create_topic("shop.sales.refunds", PARTITIONS, 1)
+        .unwrap();
+    ends.extend(produce_where(&bootstrap, "shop", &stream, refunds));
+    let running = child.0.as_mut().expect("the connector");
+    wait_until_durable(dir.path(), &ends, running);
+    stop(child.0.take().expect("the connector"));
+    check(dir.path(), &stream);
+}
+
+/// A position the tables hold that the broker no longer has (here: the topic recreated
+/// empty) is an error naming topic, partition and both offsets; that partition is not read
+/// (no silent reset) and the other topics keep flowing. Listed under `reset-partitions`, it
+/// is read again from the broker's earliest offset.
+#[test]
+fn an_offset_the_broker_no_longer_has_is_a_named_error_and_the_other_topics_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = stream(4000, 16);
+    let (first, rest) = stream.split_at(stream.lines.len() / 2);
+    let refunds = |t: &str| t.ends_with(".sales.refunds");
+    // the first half lands through one cluster
+    let a = MockCluster::new(1).unwrap();
+    let ends_a = produce_on(&a, &first);
+    let cfg = config(dir.path(), &a.bootstrap_servers(), "shop");
+    let mut child = start(&cfg);
+    wait_until_durable(dir.path(), &ends_a, &mut child);
+    stop(child);
+    let uri = format!("sqlite://{}/catalog.db", dir.path().display());
+    let catalog = cdc_tests::readers::PyCatalog {
+        uri: &uri,
+        name: "cdc",
+        s3: None,
+    };
+    let columns = ["id", "name", "price", "qty", "day"];
+    let refunds_before = cdc_tests::readers::read_by_id(&catalog, "sales.refunds", &columns).0;
+
+    // then the brokers are replaced: orders and items hold the same messages, refunds was
+    // recreated empty
+    let b = MockCluster::new(1).unwrap();
+    for topic in topics("shop") {
+        b.create_topic(&topic, PARTITIONS, 1).unwrap();
+    }
+    let bootstrap = b.bootstrap_servers();
+    let mut ends = produce_where(&bootstrap, "shop", &first, |t| !refunds(t));
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&a.bootstrap_servers(), &bootstrap);
+    std::fs::write(&cfg, &text).unwrap();
+    let log = dir.path().join("connector.log");
+    let mut child = Running(Some(start_logged(&cfg, &log)));
+    for (p, n) in produce_where(&bootstrap, "shop", &rest, |t| !refunds(t)) {
+        *ends.entry(p).or_default() += n;
+    }
+    produce_where(&bootstrap, "shop", &rest, refunds);
+    let running = child.0.as_mut().expect("the connector");
+    wait_until_durable(dir.path(), &ends, running);
+    wait_for_line(&log, "the tables hold offset");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let errors: Vec<&str> = logged
+        .lines()
+        .filter(|l| l.contains("the tables hold offset"))
+        .collect();
+    for p in 0..PARTITIONS {
+        let at = ends_a[&format!("shop.sales.refunds/{p}")];
+        let named = format!(
+            "shop.sales.refunds/{p}: the tables hold offset {at} but the broker has offsets 0.."
+        );
+        assert_eq!(
+            errors.iter().filter(|l| l.contains(&named)).count(),
+            1,
+            "once, at ERROR: {errors:?}"
+        );
+    }
+    assert!(errors.iter().all(|l| l.contains("ERROR")), "{errors:?}");
+    stop(child.0.take().expect("the connector"));
+    for table in ["public.orders", "public.items"] {
+        let (py, duck) = cdc_tests::readers::read_by_id(&catalog, table, &columns);
+        let want = cdc_tests::stream::table_rows(&stream.model, table);
+        assert_eq!(py, want, "PyIceberg, {table}");
+        assert_eq!(duck, want, "DuckDB, {table}");
+    }
+    let refunds_after = cdc_tests::readers::read_by_id(&catalog, "sales.refunds", &columns).0;
+    assert_eq!(
+        refunds_after, refunds_before,
+        "nothing read from the recreated topic"
+    );
+
+    // the operator accepts the loss: the recreated topic is read from its first record
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "      auto-offset-reset: earliest\n",
+            "      auto-offset-reset: earliest\n      reset-partitions: [shop.sales.refunds/0, shop.sales.refunds/1, shop.sales.refunds/2]\n",
+        ),
+    )
+    .unwrap();
+    let mut child = start(&cfg);
+    let started = std::time::Instant::now();
+    while cdc_tests::readers::read_by_id(&catalog, "sales.refunds", &columns).0 == refunds_before {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "refunds not read again"
+        );
+        assert!(child.try_wait().unwrap().is_none());
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    stop(child);
+}

@@ -12,9 +12,13 @@
 //!   Before partitions are revoked in a rebalance, the sink commits every open batch, so
 //!   whoever gets them next starts where the tables are.
 //!
-//! Either way a partition starts where the tables say (else by `auto-offset-reset`): the
-//! group's committed offsets are never read back; they are committed only after the table
-//! commits that make them durable, for lag monitoring.
+//! Either way a partition starts where the tables say, checked against the offsets the
+//! broker still has (an offset it no longer has, after retention or a recreated topic, is an
+//! error naming the partition and both offsets, and the partition is not read: never a silent
+//! reset); a partition the tables know nothing of starts by `auto-offset-reset` if it
+//! existed at the very first start, else at its beginning (a topic Debezium creates for a new
+//! table loses nothing). The group's committed offsets are never read back; they are
+//! committed only after the table commits that make them durable, for lag monitoring.
 
 use super::{Partition, SourceRecord};
 use crate::config::{KafkaAssignment, KafkaSection};
@@ -115,6 +119,12 @@ pub fn client_config(section: &KafkaSection, group: &str) -> Result<ClientConfig
     for (k, v) in &section.options {
         c.set(k, v);
     }
+    // every partition is positioned explicitly; an offset that goes out of range while it
+    // is read (retention overtaking the reader) is an error, not a silent jump
+    if section.options.contains_key("auto.offset.reset") {
+        tracing::warn!("kafka option auto.offset.reset is ignored: see auto-offset-reset");
+    }
+    c.set("auto.offset.reset", "error");
     for (key, value) in [
         ("enable.auto.commit", "false"),
         ("enable.auto.offset.store", "false"),
@@ -139,12 +149,76 @@ struct Shared {
     /// delivers after the revocation belong to their new owner, which reads them from the
     /// tables' positions; this member drops them.
     revoked: Mutex<HashSet<Partition>>,
+    /// Where partitions that exist at the very first start begin.
     reset: Offset,
+    /// No table held a position when the run started: the partitions of the first
+    /// assignment start by `reset`; every later one at its beginning.
+    first_start: bool,
+    /// Set once the first partitions were taken.
+    started: AtomicBool,
+    /// Partitions to read again from the broker's earliest offset when their position is
+    /// gone.
+    reset_partitions: HashSet<Partition>,
+    /// Partitions whose position the broker no longer has (said once each).
+    lost: Mutex<HashSet<Partition>>,
     /// Set when the run ends: revocations then need no commit round.
     stop: Arc<AtomicBool>,
 }
 
 impl Shared {
+    /// Where `partition` starts, or `None` when its position is gone from the broker (said
+    /// at ERROR, once).
+    fn start_of(
+        &self,
+        consumer: &BaseConsumer<CdcContext>,
+        partition: &Partition,
+    ) -> Option<Offset> {
+        let position = self
+            .positions
+            .lock()
+            .ok()
+            .and_then(|p| p.get(partition).copied());
+        let Some(at) = position else {
+            return Some(
+                if self.first_start && !self.started.load(Ordering::SeqCst) {
+                    self.reset
+                } else {
+                    Offset::Beginning
+                },
+            );
+        };
+        let (topic, n) = partition.kafka_parts()?;
+        let (low, high) = match consumer.fetch_watermarks(topic, n, Duration::from_secs(10)) {
+            Ok(w) => w,
+            Err(e) => {
+                // not known now: position as the tables say; librdkafka reports an offset
+                // out of range as an error (auto.offset.reset is `error`)
+                tracing::warn!(%partition, error = %e, "the broker's offsets are not known");
+                return Some(Offset::Offset(at));
+            }
+        };
+        if (low..=high).contains(&at) {
+            return Some(Offset::Offset(at));
+        }
+        if self.reset_partitions.contains(partition) {
+            tracing::warn!(%partition, at, low, high, "reading again from the broker's earliest offset (reset-partitions)");
+            return Some(Offset::Beginning);
+        }
+        let first = self
+            .lost
+            .lock()
+            .is_ok_and(|mut l| l.insert(partition.clone()));
+        if first {
+            tracing::error!(
+                "kafka: {partition}: the tables hold offset {at} but the broker has offsets \
+                 {low}..{high} (retention, or a recreated topic): the partition is not read. \
+                 After checking what was lost, list it under \
+                 iceberg.source.kafka.reset-partitions to read it from offset {low}"
+            );
+        }
+        None
+    }
+
     /// Whether `partition` was taken away (its messages are its new owner's).
     fn is_revoked(&self, partition: &Partition) -> bool {
         self.revoked.lock().map_or(true, |r| r.contains(partition))
@@ -214,24 +288,20 @@ impl ConsumerContext for CdcContext {
         };
         // start each partition where the tables are (or by auto-offset-reset): assigning
         // again with offsets replaces the assignment librdkafka just made
-        let positions = self
-            .0
-            .positions
-            .lock()
-            .map(|p| p.clone())
-            .unwrap_or_default();
         let mut at = TopicPartitionList::new();
+        let mut assigned = Vec::new();
         for e in tpl.elements() {
             let p = Partition::kafka(e.topic(), e.partition());
-            let offset = positions
-                .get(&p)
-                .map(|&o| Offset::Offset(o))
-                .unwrap_or(self.0.reset);
+            let Some(offset) = self.0.start_of(consumer, &p) else {
+                continue;
+            };
             if let Err(e) = at.add_partition_offset(e.topic(), e.partition(), offset) {
                 tracing::error!(error = %e, "cannot position {p}");
+                continue;
             }
+            assigned.push(p);
         }
-        let assigned = partitions_of(tpl);
+        self.0.started.store(true, Ordering::SeqCst);
         if let Ok(mut revoked) = self.0.revoked.lock() {
             for p in &assigned {
                 revoked.remove(p);
@@ -272,6 +342,14 @@ pub fn spawn(
             "earliest" => Offset::Beginning,
             _ => Offset::End,
         },
+        first_start: resume.is_empty(),
+        started: AtomicBool::new(false),
+        reset_partitions: section
+            .reset_partitions
+            .iter()
+            .map(|p| Partition::named(p))
+            .collect(),
+        lost: Mutex::new(HashSet::new()),
         stop: stop.clone(),
     });
     let consumer: BaseConsumer<CdcContext> = client_config(section, group)?
@@ -366,8 +444,14 @@ fn poll_loop(
                     let _ = shared.tx.blocking_send(Err(anyhow!("kafka: {e}")));
                     break;
                 }
-                // brokers going away and coming back: librdkafka reconnects by itself
                 let text = e.to_string();
+                if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AutoOffsetReset)
+                {
+                    // that partition stops; the others go on
+                    tracing::error!(error = %text, "kafka: an offset being read is gone from the broker (retention overtook the reader): that partition is not read further");
+                    last_error = Some((text.clone(), Instant::now()));
+                }
+                // brokers going away and coming back: librdkafka reconnects by itself
                 let repeat = last_error
                     .as_ref()
                     .is_some_and(|(t, at)| *t == text && at.elapsed() < Duration::from_secs(10));
@@ -424,11 +508,6 @@ impl Discovery {
         let metadata = consumer
             .fetch_metadata(None, Duration::from_secs(10))
             .context("reading the topics' metadata")?;
-        let positions = shared
-            .positions
-            .lock()
-            .map(|p| p.clone())
-            .unwrap_or_default();
         let mut tpl = TopicPartitionList::new();
         let mut taken = Vec::new();
         for topic in metadata.topics() {
@@ -440,14 +519,14 @@ impl Discovery {
                 if self.assigned.contains(&partition) {
                     continue;
                 }
-                let offset = positions
-                    .get(&partition)
-                    .map(|&o| Offset::Offset(o))
-                    .unwrap_or(shared.reset);
+                let Some(offset) = shared.start_of(consumer, &partition) else {
+                    continue;
+                };
                 tpl.add_partition_offset(topic.name(), p.id(), offset)?;
                 taken.push(partition);
             }
         }
+        shared.started.store(true, Ordering::SeqCst);
         if taken.is_empty() {
             return Ok(());
         }

@@ -237,6 +237,16 @@ pub fn check(dir: &Path, stream: &Generated) {
 /// Produces the stream into the Debezium topics `<server>.<schema>.<table>` (which exist),
 /// each key to its partition; returns how many messages went to each partition.
 pub fn produce(bootstrap: &str, server: &str, stream: &Generated) -> BTreeMap<String, i64> {
+    produce_where(bootstrap, server, stream, |_| true)
+}
+
+/// [`produce`], only the messages of the topics `wanted` takes.
+pub fn produce_where(
+    bootstrap: &str,
+    server: &str,
+    stream: &Generated,
+    wanted: impl Fn(&str) -> bool,
+) -> BTreeMap<String, i64> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -244,6 +254,9 @@ pub fn produce(bootstrap: &str, server: &str, stream: &Generated) -> BTreeMap<St
         .unwrap();
     let mut counts: BTreeMap<String, i64> = BTreeMap::new();
     for (topic, key, value) in stream.kafka_messages(server) {
+        if !wanted(&topic) {
+            continue;
+        }
         let partition = partition_of(&key);
         let mut record = BaseRecord::<Vec<u8>, Vec<u8>>::to(&topic)
             .key(&key)
