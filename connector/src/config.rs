@@ -525,6 +525,26 @@ pub struct TablesSection {
     /// The same per table, by the table's Iceberg name (`public.items: pause`).
     #[serde(default)]
     pub schema_changes_per_table: BTreeMap<String, SchemaChangesSetting>,
+    /// How long the LSN of a deleted key is kept, across restarts, so that a replayed older
+    /// event cannot bring the row back (`7d` by default; `humantime` durations).
+    #[serde(default, with = "humantime_serde_opt")]
+    pub tombstone_retention: Option<Duration>,
+}
+
+mod humantime_serde_opt {
+    use serde::Deserialize;
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| {
+            humantime::parse_duration(&t)
+                .map_err(|e| serde::de::Error::custom(format!("tombstone-retention `{t}`: {e}")))
+        })
+        .transpose()
+    }
 }
 
 /// `evolve`, `pause` or `dead-letter`.
@@ -568,6 +588,7 @@ impl Default for TablesSection {
             target_file_size: None,
             schema_changes: SchemaChangesSetting::default(),
             schema_changes_per_table: BTreeMap::new(),
+            tombstone_retention: None,
         }
     }
 }

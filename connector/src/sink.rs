@@ -216,11 +216,16 @@ impl Sink {
         if let Some(size) = c.tables.target_file_size {
             write.target_file_size = size.0 as usize;
         }
+        let defaults = TableOptions::default();
         let options = TableOptions {
             partitioning,
             metadata_columns,
             write,
-            ..TableOptions::default()
+            tombstone_retention: c
+                .tables
+                .tombstone_retention
+                .unwrap_or(defaults.tombstone_retention),
+            ..defaults
         };
         let limits = Limits {
             max_records: c.batch.max_records,

@@ -88,14 +88,19 @@ pub async fn live_files(table: &Table) -> Result<Vec<LiveFile>, MergeError> {
 }
 
 /// Every file the table's metadata reaches, over all its snapshots: manifest lists,
-/// manifests, data and delete files (live or kept for time travel), and the metadata files
-/// of the metadata log. What is under the table location and not here is an orphan.
+/// manifests, data and delete files (live or kept for time travel), the tombstone files
+/// their summaries list, and the metadata files of the metadata log. What is under the table location and not here is an orphan.
 pub async fn referenced_files(table: &Table) -> Result<BTreeSet<String>, MergeError> {
     let mut out: BTreeSet<String> = snapshot_files(table, table.metadata().snapshots())
         .await?
         .into_keys()
         .collect();
     out.extend(table.metadata_location().map(str::to_owned));
+    for snapshot in table.metadata().snapshots() {
+        out.extend(crate::tombstones::listed(Some(
+            &snapshot.summary().additional_properties,
+        )));
+    }
     out.extend(
         table
             .metadata()

@@ -134,8 +134,8 @@ pub struct KeyIndex {
 }
 
 /// `Location::file` of a deleted key: the index remembers the LSN of the delete so that a
-/// replayed older event cannot bring the row back. Tombstones live in memory only: after a
-/// restart, Debezium's re-sent delete follows any re-sent older event.
+/// replayed older event cannot bring the row back (its `pos` holds when the key was deleted,
+/// in seconds since the epoch). They survive restarts through [`crate::tombstones`].
 pub const TOMBSTONE: u32 = u32::MAX;
 
 impl KeyIndex {
@@ -144,16 +144,43 @@ impl KeyIndex {
         self.get(key).filter(|l| l.file != TOMBSTONE)
     }
 
-    /// Marks a key deleted by the change at `lsn`.
-    pub fn tombstone(&mut self, key: Key, lsn: i64) {
+    /// Marks a key deleted by the change at `lsn`, at `deleted_at` (seconds).
+    pub fn tombstone(&mut self, key: Key, lsn: i64, deleted_at: u32) {
         self.insert(
             key,
             Location {
                 file: TOMBSTONE,
-                pos: 0,
+                pos: deleted_at,
                 lsn,
             },
         );
+    }
+
+    /// Every tombstone, as the tombstone log keeps them.
+    pub fn tombstones(&self) -> Vec<crate::tombstones::Tombstone> {
+        let t = |key: Key, l: &Location| crate::tombstones::Tombstone {
+            key,
+            lsn: l.lsn,
+            deleted_at: l.pos,
+        };
+        self.ints
+            .iter()
+            .filter(|(_, l)| l.file == TOMBSTONE)
+            .map(|(k, l)| t(Key::Int(*k), l))
+            .chain(
+                self.bytes
+                    .iter()
+                    .filter(|(_, l)| l.file == TOMBSTONE)
+                    .map(|(k, l)| t(Key::Bytes(k.clone()), l)),
+            )
+            .collect()
+    }
+
+    /// Forgets the tombstones of deletes before `cutoff` (seconds).
+    pub fn forget_tombstones_before(&mut self, cutoff: u32) {
+        let keep = |l: &mut Location| l.file != TOMBSTONE || l.pos >= cutoff;
+        self.ints.retain(|_, l| keep(l));
+        self.bytes.retain(|_, l| keep(l));
     }
 
     /// Live keys.

@@ -24,6 +24,7 @@ pub mod plan;
 pub mod schema;
 pub mod storage;
 pub mod table;
+pub mod tombstones;
 
 pub use catalog::{Catalog, CatalogConfig};
 pub use storage::{S3Settings, Storage};

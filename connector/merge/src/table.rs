@@ -7,12 +7,13 @@ use crate::commit::{commit, discard, live_files, Changes, Outcome};
 use crate::compaction::{self, CompactionPolicy, CompactionReport, Rewrite};
 use crate::evolve::{make_optional, reconcile, same_columns, SchemaChanges};
 use crate::files::{read_columns, read_position_deletes, read_rows, DataWriter, WriteOptions};
-use crate::key_index::{Key, KeyColumns, KeyIndex, Location};
+use crate::key_index::{Key, KeyColumns, KeyIndex, Location, TOMBSTONE};
 use crate::maintenance::{tidy, MaintenancePolicy, MaintenanceReport};
 use crate::plan::{plan, Action};
 use crate::schema::{
     partition_spec, table_schema, untyped_columns, MetadataColumns, Partitioning, LSN_COLUMN,
 };
+use crate::tombstones::{self, Tombstone, TOMBSTONES_KEY};
 use crate::MergeError;
 use arrow_array::Array;
 use debezium_cdc::record::{ChangeRecord, Column, Op};
@@ -35,6 +36,9 @@ pub struct TableOptions {
     pub max_commit_attempts: u32,
     /// What a change of the source's schema does to the table.
     pub schema_changes: SchemaChanges,
+    /// How long the LSN of a deleted key is kept (across restarts) to stop replays of older
+    /// events from bringing the row back.
+    pub tombstone_retention: std::time::Duration,
 }
 
 impl Default for TableOptions {
@@ -45,6 +49,7 @@ impl Default for TableOptions {
             write: WriteOptions::default(),
             max_commit_attempts: 10,
             schema_changes: SchemaChanges::default(),
+            tombstone_retention: std::time::Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -367,8 +372,84 @@ impl CdcTable {
         self.rebuild_index().await
     }
 
-    /// Reads the key columns and LSNs of every live data file, less its position deletes.
+    /// Reads the key columns and LSNs of every live data file, less its position deletes,
+    /// then the tombstones in force (a live row wins over a tombstone of its key).
     pub async fn rebuild_index(&mut self) -> Result<(), MergeError> {
+        self.rebuild_live().await?;
+        let cutoff = self.tombstone_cutoff();
+        let file_io = self.table.file_io().clone();
+        for path in tombstones::listed(self.last_summary_with(TOMBSTONES_KEY).as_ref()) {
+            for t in tombstones::read(&file_io, &path).await? {
+                let newer = match self.index.get(&t.key) {
+                    None => true,
+                    Some(l) => l.file == TOMBSTONE && l.lsn < t.lsn,
+                };
+                if newer && t.deleted_at >= cutoff {
+                    self.index.tombstone(t.key, t.lsn, t.deleted_at);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes before this (seconds since the epoch) are past the tombstone retention.
+    fn tombstone_cutoff(&self) -> u32 {
+        let retention =
+            u32::try_from(self.options.tombstone_retention.as_secs()).unwrap_or(u32::MAX);
+        tombstones::now_secs().saturating_sub(retention)
+    }
+
+    /// The tombstone files the commit of `plan` lists, and the one it writes (if any): the
+    /// list carried on, with a file of this batch's deletes added, or, once the list is
+    /// long, one file of every tombstone in force.
+    async fn tombstone_files(
+        &self,
+        plan: &crate::plan::Plan,
+        now: u32,
+    ) -> Result<(Vec<String>, Option<String>), MergeError> {
+        if plan.truncate {
+            return Ok((Vec::new(), None));
+        }
+        let deleted: Vec<Tombstone> = plan
+            .changes
+            .iter()
+            .filter(|c| c.action == Action::Delete)
+            .filter_map(|c| {
+                c.lsn.map(|lsn| Tombstone {
+                    key: c.key.clone(),
+                    lsn,
+                    deleted_at: now,
+                })
+            })
+            .collect();
+        let mut list = tombstones::listed(self.last_summary_with(TOMBSTONES_KEY).as_ref());
+        if deleted.is_empty() {
+            return Ok((list, None));
+        }
+        let location = self.table.metadata().location();
+        let file_io = self.table.file_io();
+        if list.len() < tombstones::MAX_FILES {
+            let path = tombstones::write(file_io, location, &deleted).await?;
+            list.push(path.clone());
+            return Ok((list, Some(path)));
+        }
+        // consolidate: what the index holds (less this batch's keys and what is past the
+        // retention), and this batch's deletes
+        let cutoff = self.tombstone_cutoff();
+        let changed: HashSet<&Key> = plan.changes.iter().map(|c| &c.key).collect();
+        let mut all: Vec<Tombstone> = self
+            .index
+            .tombstones()
+            .into_iter()
+            .filter(|t| t.deleted_at >= cutoff && !changed.contains(&t.key))
+            .collect();
+        all.extend(deleted);
+        let path = tombstones::write(file_io, location, &all).await?;
+        Ok((vec![path.clone()], Some(path)))
+    }
+
+    /// The live rows of the data files, into an empty index.
+    async fn rebuild_live(&mut self) -> Result<(), MergeError> {
         self.index.clear();
         self.files.clear();
         self.file_ids.clear();
@@ -486,7 +567,7 @@ impl CdcTable {
         &mut self,
         catalog: &Catalog,
         records: &[ChangeRecord],
-        properties: HashMap<String, String>,
+        mut properties: HashMap<String, String>,
     ) -> Result<Option<Applied>, MergeError> {
         let mut plan = plan(records, &self.keys, |k| self.index.get(k).map(|l| l.lsn))?;
         let mut applied = Applied {
@@ -564,6 +645,10 @@ impl CdcTable {
         } else {
             HashSet::new()
         };
+        let now = tombstones::now_secs();
+        let (tombstone_list, tombstone_file) = self.tombstone_files(&plan, now).await?;
+        let consolidated = tombstone_list.len() == 1 && tombstone_file.is_some();
+        properties.insert(TOMBSTONES_KEY.to_owned(), tombstone_list.join(","));
         applied.data_files = written.len();
         applied.delete_files = delete_files.len();
         let changes = Changes {
@@ -584,6 +669,9 @@ impl CdcTable {
             Outcome::Committed(table) => *table,
             Outcome::Conflict => {
                 discard(self.table.file_io(), &added).await;
+                if let Some(path) = &tombstone_file {
+                    let _ = self.table.file_io().delete(path).await;
+                }
                 return Ok(None);
             }
         };
@@ -599,7 +687,7 @@ impl CdcTable {
         for change in &plan.changes {
             if change.action == Action::Delete {
                 match change.lsn {
-                    Some(lsn) => self.index.tombstone(change.key.clone(), lsn),
+                    Some(lsn) => self.index.tombstone(change.key.clone(), lsn, now),
                     None => {
                         self.index.remove(&change.key);
                     }
@@ -619,6 +707,9 @@ impl CdcTable {
                     },
                 );
             }
+        }
+        if consolidated {
+            self.index.forget_tombstones_before(self.tombstone_cutoff());
         }
         Ok(Some(applied))
     }

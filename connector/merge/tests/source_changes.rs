@@ -758,3 +758,175 @@ async fn without_column_types_new_columns_arrive_as_strings() {
         json!([{"id": "1", "name": "a", "size": null}, {"id": "2", "name": "b", "size": "42"}])
     );
 }
+
+// ---- replays ----------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_after_a_restart_never_brings_a_deleted_row_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = sqlite_catalog(dir.path());
+    let catalog = Catalog::connect(&config).await.unwrap();
+    let ident = TableIdent::from_strs(["public", "items"]).unwrap();
+    let cols = items_columns();
+    let row = |id: i64, name: &str| item(id, json!({"name": name, "code": "X"}));
+    let key = |id: i64| obj(json!({"id": id}));
+    let create = |id: i64, lsn: u64| {
+        record(
+            "items",
+            Op::Create,
+            key(id),
+            Some(row(id, "v1")),
+            lsn,
+            &cols,
+        )
+    };
+    let delete = |id: i64, lsn: u64| record("items", Op::Delete, key(id), None, lsn, &cols);
+    let mut table = CdcTable::create(&catalog, &ident, &create(1, 10), options())
+        .await
+        .unwrap();
+    table
+        .apply(
+            &catalog,
+            &[create(1, 10), create(2, 11), create(3, 12)],
+            HashMap::new(),
+        )
+        .await
+        .unwrap();
+    table
+        .apply(&catalog, &[delete(1, 20), delete(2, 21)], HashMap::new())
+        .await
+        .unwrap();
+    // the tombstones of this run are also consolidated into one file along the way
+    for round in 0..40u64 {
+        let id = 100 + round as i64;
+        let lsn = 100 + round * 10;
+        table
+            .apply(
+                &catalog,
+                &[create(id, lsn), delete(id, lsn + 5)],
+                HashMap::new(),
+            )
+            .await
+            .unwrap();
+    }
+    let listed = iceberg_cdc_merge::tombstones::listed(
+        table
+            .last_summary_with(iceberg_cdc_merge::tombstones::TOMBSTONES_KEY)
+            .as_ref(),
+    );
+    assert!(
+        listed.len() < iceberg_cdc_merge::tombstones::MAX_FILES,
+        "{} files",
+        listed.len()
+    );
+
+    // a restart, then Debezium re-sends from before the deletes
+    for reopen in [true, false] {
+        if reopen {
+            table = CdcTable::open(&catalog, &ident, options())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let replay = vec![
+            create(1, 10),
+            create(2, 11),
+            create(3, 12),
+            create(105, 150),
+        ];
+        let applied = table
+            .apply(&catalog, &replay, HashMap::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            applied.stale, 3,
+            "the deleted keys' older creates are skipped"
+        );
+        let v = read_with_python(&config, "public.items", &["id", "name"]);
+        for reader in ["pyiceberg", "duckdb"] {
+            let mut ids: Vec<i64> = v[reader]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_i64().unwrap())
+                .collect();
+            ids.sort_unstable();
+            assert_eq!(ids, [3], "{reader}: no deleted row is back");
+        }
+    }
+    // a re-created key is live again, and its newer delete wins after a restart
+    table
+        .apply(&catalog, &[create(1, 500)], HashMap::new())
+        .await
+        .unwrap();
+    table
+        .apply(&catalog, &[delete(1, 600)], HashMap::new())
+        .await
+        .unwrap();
+    let mut table = CdcTable::open(&catalog, &ident, options())
+        .await
+        .unwrap()
+        .unwrap();
+    let applied = table
+        .apply(&catalog, &[create(1, 550)], HashMap::new())
+        .await
+        .unwrap();
+    assert_eq!(applied.stale, 1);
+
+    // orphan removal keeps every tombstone file a snapshot lists
+    let referenced = iceberg_cdc_merge::commit::referenced_files(table.table())
+        .await
+        .unwrap();
+    for path in iceberg_cdc_merge::tombstones::listed(
+        table
+            .last_summary_with(iceberg_cdc_merge::tombstones::TOMBSTONES_KEY)
+            .as_ref(),
+    ) {
+        assert!(referenced.contains(&path), "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_past_the_retention_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = sqlite_catalog(dir.path());
+    let catalog = Catalog::connect(&config).await.unwrap();
+    let ident = TableIdent::from_strs(["public", "items"]).unwrap();
+    let cols = items_columns();
+    let key = |id: i64| obj(json!({"id": id}));
+    let create = |id: i64, lsn: u64| {
+        record(
+            "items",
+            Op::Create,
+            key(id),
+            Some(item(id, json!({"name": "n", "code": "X"}))),
+            lsn,
+            &cols,
+        )
+    };
+    let no_retention = TableOptions {
+        tombstone_retention: std::time::Duration::ZERO,
+        ..options()
+    };
+    let mut table = CdcTable::create(&catalog, &ident, &create(1, 10), no_retention.clone())
+        .await
+        .unwrap();
+    table
+        .apply(&catalog, &[create(1, 10)], HashMap::new())
+        .await
+        .unwrap();
+    let delete = record("items", Op::Delete, key(1), None, 20, &cols);
+    table
+        .apply(&catalog, &[delete], HashMap::new())
+        .await
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let table = CdcTable::open(&catalog, &ident, no_retention)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        table.index().is_empty(),
+        "a tombstone past the retention is not loaded"
+    );
+}
