@@ -1,16 +1,21 @@
 //! Where records that cannot be applied go: the SmartModule's error records and changes the
 //! sink cannot write, each with its partition, offset, reason and original bytes. Written and
-//! flushed before the commit that moves past them, so nothing is lost.
+//! flushed before the commit that moves past them, so nothing is lost; a file destination
+//! also remembers what it holds, so a restart that reads the same records again (after a
+//! crash, or while a table is paused) writes each of them once.
 
 use crate::source::Partition;
 use anyhow::{Context, Result};
 use serde_json::json;
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
 
 pub struct DeadLetter {
     file: Option<(PathBuf, std::fs::File)>,
     topic: Option<(String, fluvio::TopicProducerPool)>,
+    /// (partition, offset) of the entries the file already holds.
+    written: HashSet<(String, i64)>,
     pub count: u64,
 }
 
@@ -27,22 +32,34 @@ impl DeadLetter {
         Ok(DeadLetter {
             file: None,
             topic: Some((topic.to_owned(), producer)),
+            written: HashSet::new(),
             count: 0,
         })
     }
 
     pub fn to_file(path: Option<PathBuf>) -> Result<DeadLetter> {
+        let mut written = HashSet::new();
         let file = match path {
             Some(p) => {
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)
                         .with_context(|| format!("creating {}", dir.display()))?;
                 }
-                let f = std::fs::OpenOptions::new()
+                let mut f = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
+                    .read(true)
                     .open(&p)
                     .with_context(|| format!("opening dead-letter file {}", p.display()))?;
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut f, &mut text)
+                    .with_context(|| format!("reading dead-letter file {}", p.display()))?;
+                written = entries(&text);
+                if !text.is_empty() && !text.ends_with('\n') {
+                    // a line cut short by a crash: the next one starts on a line of its own
+                    f.write_all(b"\n")
+                        .with_context(|| format!("writing {}", p.display()))?;
+                }
                 Some((p, f))
             }
             None => None,
@@ -50,6 +67,7 @@ impl DeadLetter {
         Ok(DeadLetter {
             file,
             topic: None,
+            written,
             count: 0,
         })
     }
@@ -62,6 +80,10 @@ impl DeadLetter {
         reason: &str,
         record: &[u8],
     ) -> Result<()> {
+        if self.file.is_some() && !self.written.insert((partition.as_str().to_owned(), offset)) {
+            // written by an earlier run
+            return Ok(());
+        }
         self.count += 1;
         let mut line = json!({"offset": offset, "reason": reason});
         match std::str::from_utf8(record) {
@@ -124,5 +146,72 @@ impl DeadLetter {
                 .with_context(|| format!("flushing dead-letter topic `{topic}`"))?;
         }
         Ok(())
+    }
+}
+
+/// The (partition, offset) of each whole entry of a dead-letter file's text, the partition
+/// named as the sources name it (`3`, `topic/2`).
+fn entries(text: &str) -> HashSet<(String, i64)> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            let offset = v["offset"].as_i64()?;
+            let partition = match (&v["topic"], &v["partition"]) {
+                (serde_json::Value::String(t), p) => format!("{t}/{}", p.as_i64()?),
+                (_, serde_json::Value::String(p)) => p.clone(),
+                (_, p) => p.as_i64()?.to_string(),
+            };
+            Some((partition, offset))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_restart_writes_each_dead_letter_once_and_bytes_as_base64() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dl.jsonl");
+        let kafka = Partition::kafka("shop.public.items", 2);
+        let mut dead = DeadLetter::to_file(Some(path.clone())).unwrap();
+        dead.send(&Partition::fluvio(0), 7, "bad", b"{\"x\":1}")
+            .await
+            .unwrap();
+        dead.send(&kafka, 9, "bad", &[0xff, 0x00]).await.unwrap();
+        dead.flush().await.unwrap();
+        drop(dead);
+        // a crash cut the next line short
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"{\"offset\": 11, \"reas").unwrap();
+        drop(f);
+        let mut dead = DeadLetter::to_file(Some(path.clone())).unwrap();
+        dead.send(&Partition::fluvio(0), 7, "bad", b"{\"x\":1}")
+            .await
+            .unwrap();
+        dead.send(&kafka, 9, "bad", &[0xff, 0x00]).await.unwrap();
+        dead.send(&Partition::fluvio(0), 11, "bad", b"again")
+            .await
+            .unwrap();
+        dead.flush().await.unwrap();
+        assert_eq!(dead.count, 1);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let at: Vec<i64> = lines
+            .iter()
+            .map(|l| l["offset"].as_i64().unwrap())
+            .collect();
+        assert_eq!(at, [7, 9, 11], "{text}");
+        assert_eq!(lines[1]["topic"], "shop.public.items");
+        assert_eq!(lines[1]["record"], "/wA=");
+        assert_eq!(lines[1]["record_encoding"], "base64");
+        assert_eq!(lines[0]["record"]["x"], 1);
     }
 }
