@@ -95,6 +95,9 @@ pub struct Sink {
     /// Tables that cannot go on until an operator acts, and why: their changes are
     /// dead-lettered and held back from the checkpoint, so a restart reads them again.
     paused: HashMap<TableIdent, String>,
+    /// Per partition, the highest checkpoint the tables' newest commits record (this
+    /// member's and the other group members'): where a partition assigned later starts.
+    tables_at: BTreeMap<Partition, i64>,
     pub stats: Stats,
 }
 
@@ -157,6 +160,13 @@ impl Progress {
             Progress::None => {}
             Progress::Fluvio(m) => m.durable(watermarks),
             Progress::Kafka(k) => k.durable(watermarks),
+        }
+    }
+
+    /// Where the tables are (with other group members' progress): for later assignments.
+    fn tables_at(&self, positions: &BTreeMap<Partition, i64>) {
+        if let Progress::Kafka(k) = self {
+            k.tables_at(positions);
         }
     }
 
@@ -247,6 +257,7 @@ impl Sink {
             next_read: BTreeMap::new(),
             maintenance: Schedule::default(),
             paused: HashMap::new(),
+            tables_at: BTreeMap::new(),
             stats: Stats::default(),
         };
         sink.load_committed_tables().await?;
@@ -440,6 +451,7 @@ impl Sink {
             }
             if !due.is_empty() {
                 progress.durable(&self.batches.low_watermark(None, &self.next_read));
+                progress.tables_at(&self.tables_at);
             }
             self.maintain_due().await;
             if last_progress.elapsed() >= PROGRESS_EVERY {
@@ -722,13 +734,14 @@ impl Sink {
             }
         };
         // ours, and what other members of the group committed to this table before us
-        state.committed = parse_offsets(
-            state
-                .table
-                .last_summary_with(CONNECTOR_KEY)
-                .as_ref()
-                .and_then(|s| s.get(OFFSETS_KEY)),
-        );
+        let summary = state.table.last_summary_with(CONNECTOR_KEY);
+        state.committed = parse_offsets(summary.as_ref().and_then(|s| s.get(OFFSETS_KEY)));
+        // where the tables are, with the other members' progress: a partition handed to
+        // this member later starts there, not where this member last saw it
+        for (p, w) in parse_offsets(summary.as_ref().and_then(|s| s.get(CHECKPOINT_KEY))) {
+            let at = self.tables_at.entry(p).or_insert(w);
+            *at = (*at).max(w);
+        }
         self.stats.commits += 1;
         self.stats.stale += applied.stale;
         self.stats.last_commit_ms = Some(started.elapsed().as_millis());

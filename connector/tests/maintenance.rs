@@ -143,6 +143,7 @@ fn spec() -> Spec {
         tables: TABLES.iter().map(|t| t.to_string()).collect(),
         seed: 77,
         bad_every: None,
+        two_column_key: false,
     }
 }
 

@@ -330,6 +330,7 @@ fn outage_stream() -> (Vec<String>, cdc_tests::stream::Generated) {
         tables: tables.clone(),
         seed: 77,
         bad_every: Some(1499),
+        two_column_key: false,
     });
     (tables, stream)
 }

@@ -152,6 +152,9 @@ pub mod stream {
         pub seed: u64,
         /// Every n-th message is a bad one (invalid JSON), for the dead-letter path.
         pub bad_every: Option<usize>,
+        /// The primary key is (`shop`, `id`), `shop` the table's first column and Debezium's
+        /// key struct listing `id` first (the model stays keyed by `id`: `shop` follows it).
+        pub two_column_key: bool,
     }
 
     /// Rows by table (`schema.table`) and key, in the CDC record's normalized form.
@@ -231,17 +234,18 @@ pub mod stream {
         f
     }
 
-    fn value_schema(table: &str) -> Value {
+    fn value_schema(table: &str, two_column_key: bool) -> Value {
+        let shop = two_column_key.then(|| field("string", "shop", false, None));
         let row = |which: &str| {
             json!({"type": "struct", "optional": true, "name": format!("shop.{table}.Value"), "field": which,
-            "fields": [
+            "fields": shop.iter().cloned().chain([
                 field("int32", "id", false, None),
                 field("string", "name", true, None),
                 field("bytes", "price", true, Some(("org.apache.kafka.connect.data.Decimal",
                     json!({"scale": "2", "connect.decimal.precision": "10"})))),
                 field("int32", "qty", true, None),
                 field("int32", "day", true, Some(("io.debezium.time.Date", Value::Null))),
-            ]})
+            ]).collect::<Vec<_>>()})
         };
         json!({"type": "struct", "optional": false, "name": format!("shop.{table}.Envelope"), "version": 2,
             "fields": [row("before"), row("after"),
@@ -276,12 +280,20 @@ pub mod stream {
         (wire, normalized)
     }
 
+    /// The `shop` of a key's `id` under [`Spec::two_column_key`].
+    fn shop_of(id: i64) -> Value {
+        json!(format!("shop-{}", id % 7))
+    }
+
     pub fn generate(spec: &Spec) -> Generated {
         let mut rng = Lcg(spec.seed);
         let mut model = Model::new();
         let mut wire_rows: BTreeMap<(String, i64), Value> = BTreeMap::new();
-        let schemas: BTreeMap<&String, Value> =
-            spec.tables.iter().map(|t| (t, value_schema(t))).collect();
+        let schemas: BTreeMap<&String, Value> = spec
+            .tables
+            .iter()
+            .map(|t| (t, value_schema(t, spec.two_column_key)))
+            .collect();
         let mut lines = Vec::with_capacity(spec.events);
         let mut table_of = Vec::with_capacity(spec.events);
         let mut bad = Vec::new();
@@ -304,7 +316,11 @@ pub mod stream {
                 model.entry(table.clone()).or_default().remove(&id);
                 ("d", before, None)
             } else {
-                let (wire, normalized) = row(&mut rng, id);
+                let (mut wire, mut normalized) = row(&mut rng, id);
+                if spec.two_column_key {
+                    wire["shop"] = shop_of(id);
+                    normalized["shop"] = shop_of(id);
+                }
                 let op = if exists { "u" } else { "c" };
                 let before = wire_rows.insert((table.clone(), id), wire.clone());
                 model
@@ -317,8 +333,14 @@ pub mod stream {
                 "lsn": lsn, "txId": lsn / 8, "ts_ms": 1_717_200_000_000u64 + lsn});
             let value = json!({"schema": schemas[table], "payload": {"before": before, "after": after,
                 "source": source, "op": op, "ts_ms": 1_717_200_000_000u64 + lsn}});
-            let key = json!({"schema": {"type": "struct", "optional": false, "name": format!("shop.{table}.Key"),
-                "fields": [field("int32", "id", false, None)]}, "payload": {"id": id}});
+            let key = if spec.two_column_key {
+                json!({"schema": {"type": "struct", "optional": false, "name": format!("shop.{table}.Key"),
+                    "fields": [field("int32", "id", false, None), field("string", "shop", false, None)]},
+                    "payload": {"id": id, "shop": shop_of(id)}})
+            } else {
+                json!({"schema": {"type": "struct", "optional": false, "name": format!("shop.{table}.Key"),
+                    "fields": [field("int32", "id", false, None)]}, "payload": {"id": id}})
+            };
             lines.push(format!("{key}\t{value}"));
             table_of.push(table.clone());
             if op == "d" && lines.len() < spec.events {

@@ -407,9 +407,6 @@ impl CdcTable {
         plan: &crate::plan::Plan,
         now: u32,
     ) -> Result<(Vec<String>, Option<String>), MergeError> {
-        if plan.truncate {
-            return Ok((Vec::new(), None));
-        }
         let deleted: Vec<Tombstone> = plan
             .changes
             .iter()
@@ -422,7 +419,12 @@ impl CdcTable {
                 })
             })
             .collect();
-        let mut list = tombstones::listed(self.last_summary_with(TOMBSTONES_KEY).as_ref());
+        // a truncate forgets every earlier tombstone; the deletes after it in the batch count
+        let mut list = if plan.truncate {
+            Vec::new()
+        } else {
+            tombstones::listed(self.last_summary_with(TOMBSTONES_KEY).as_ref())
+        };
         if deleted.is_empty() {
             return Ok((list, None));
         }
@@ -441,7 +443,7 @@ impl CdcTable {
             .index
             .tombstones()
             .into_iter()
-            .filter(|t| t.deleted_at >= cutoff && !changed.contains(&t.key))
+            .filter(|t| !plan.truncate && t.deleted_at >= cutoff && !changed.contains(&t.key))
             .collect();
         all.extend(deleted);
         let path = tombstones::write(file_io, location, &all).await?;

@@ -47,7 +47,11 @@ async fn run_model(config: &CatalogConfig, seed: u64, rounds: usize) {
         let applied = table.apply(&catalog, &records, props).await.unwrap();
         snapshots += 1;
         let got = read_back(table.table()).await;
-        assert_eq!(got, model, "iceberg-rust, after round {round}: {applied:?}");
+        assert!(
+            got == model,
+            "iceberg-rust, after round {round}: {applied:?}: {}",
+            differences(&got, &model)
+        );
         let (pyiceberg, duckdb) = python_readers(config, "public.items");
         assert_eq!(pyiceberg, model, "PyIceberg, after round {round}");
         assert_eq!(duckdb, model, "DuckDB, after round {round}");
@@ -188,4 +192,20 @@ async fn a_foreign_commit_makes_us_retry_and_the_table_stays_right() {
     // three snapshots: ours, PyIceberg's, ours
     let metadata = table.table().metadata();
     assert_eq!(metadata.snapshots().count(), 3);
+}
+
+/// The keys where a table and its model differ, and how.
+fn differences(got: &support::items::Model, want: &support::items::Model) -> String {
+    let mut out = Vec::new();
+    for (id, row) in got {
+        match want.get(id) {
+            None => out.push(format!("{id}: in the table, not in the model: {row:?}")),
+            Some(w) if w != row => out.push(format!("{id}: table {row:?}, model {w:?}")),
+            _ => {}
+        }
+    }
+    for id in want.keys().filter(|id| !got.contains_key(id)) {
+        out.push(format!("{id}: missing from the table"));
+    }
+    out.join("; ")
 }

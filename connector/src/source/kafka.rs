@@ -69,18 +69,14 @@ impl KafkaHandle {
 
     /// After a table commit: positions for later assignments, offsets for the group.
     pub fn durable(&self, watermarks: &BTreeMap<Partition, i64>) {
-        if let Ok(mut d) = self.durable.lock() {
-            for (p, w) in watermarks {
-                let cur = d.entry(p.clone()).or_insert(*w);
-                *cur = (*cur).max(*w);
-            }
-        }
-        if let Ok(mut pos) = self.positions.lock() {
-            for (p, w) in watermarks {
-                let cur = pos.entry(p.clone()).or_insert(*w);
-                *cur = (*cur).max(*w);
-            }
-        }
+        raise(&self.durable, watermarks);
+        raise(&self.positions, watermarks);
+    }
+
+    /// Where the tables are for partitions this member may be assigned later (other members'
+    /// progress included): positions only, never the group's offsets.
+    pub fn tables_at(&self, positions: &BTreeMap<Partition, i64>) {
+        raise(&self.positions, positions);
     }
 
     /// Commits the last durable offsets to the group and closes the consumer (leaving the
@@ -92,6 +88,16 @@ impl KafkaHandle {
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// Each partition of `to` at least at its offset in `at`.
+fn raise(to: &Mutex<BTreeMap<Partition, i64>>, at: &BTreeMap<Partition, i64>) {
+    if let Ok(mut to) = to.lock() {
+        for (p, w) in at {
+            let cur = to.entry(p.clone()).or_insert(*w);
+            *cur = (*cur).max(*w);
         }
     }
 }

@@ -42,6 +42,7 @@ pub fn stream(events: usize, seed: u64) -> Generated {
         tables: tables(),
         seed,
         bad_every: Some(397),
+        two_column_key: false,
     })
 }
 
