@@ -761,26 +761,42 @@ async fn without_column_types_new_columns_arrive_as_strings() {
 
 // ---- replays ----------------------------------------------------------------------------
 
+/// A create (`Op::Create`) or delete of `public.items` key `id` at `lsn`.
+fn items_change(op: Op, id: i64, lsn: u64) -> ChangeRecord {
+    let after = (op != Op::Delete).then(|| item(id, json!({"name": "v1", "code": "X"})));
+    record(
+        "items",
+        op,
+        obj(json!({"id": id})),
+        after,
+        lsn,
+        &items_columns(),
+    )
+}
+
+fn create(id: i64, lsn: u64) -> ChangeRecord {
+    items_change(Op::Create, id, lsn)
+}
+
+fn delete(id: i64, lsn: u64) -> ChangeRecord {
+    items_change(Op::Delete, id, lsn)
+}
+
+/// An empty SQLite catalog in `dir` and the `public.items` ident.
+async fn items_catalog(dir: &std::path::Path) -> (CatalogConfig, Catalog, TableIdent) {
+    let config = sqlite_catalog(dir);
+    let catalog = Catalog::connect(&config).await.unwrap();
+    (
+        config,
+        catalog,
+        TableIdent::from_strs(["public", "items"]).unwrap(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_after_a_restart_never_brings_a_deleted_row_back() {
     let dir = tempfile::tempdir().unwrap();
-    let config = sqlite_catalog(dir.path());
-    let catalog = Catalog::connect(&config).await.unwrap();
-    let ident = TableIdent::from_strs(["public", "items"]).unwrap();
-    let cols = items_columns();
-    let row = |id: i64, name: &str| item(id, json!({"name": name, "code": "X"}));
-    let key = |id: i64| obj(json!({"id": id}));
-    let create = |id: i64, lsn: u64| {
-        record(
-            "items",
-            Op::Create,
-            key(id),
-            Some(row(id, "v1")),
-            lsn,
-            &cols,
-        )
-    };
-    let delete = |id: i64, lsn: u64| record("items", Op::Delete, key(id), None, lsn, &cols);
+    let (config, catalog, ident) = items_catalog(dir.path()).await;
     let mut table = CdcTable::create(&catalog, &ident, &create(1, 10), options())
         .await
         .unwrap();
@@ -889,21 +905,7 @@ async fn a_replay_after_a_restart_never_brings_a_deleted_row_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tombstones_past_the_retention_are_forgotten() {
     let dir = tempfile::tempdir().unwrap();
-    let config = sqlite_catalog(dir.path());
-    let catalog = Catalog::connect(&config).await.unwrap();
-    let ident = TableIdent::from_strs(["public", "items"]).unwrap();
-    let cols = items_columns();
-    let key = |id: i64| obj(json!({"id": id}));
-    let create = |id: i64, lsn: u64| {
-        record(
-            "items",
-            Op::Create,
-            key(id),
-            Some(item(id, json!({"name": "n", "code": "X"}))),
-            lsn,
-            &cols,
-        )
-    };
+    let (_config, catalog, ident) = items_catalog(dir.path()).await;
     let no_retention = TableOptions {
         tombstone_retention: std::time::Duration::ZERO,
         ..options()
@@ -915,9 +917,8 @@ async fn tombstones_past_the_retention_are_forgotten() {
         .apply(&catalog, &[create(1, 10)], HashMap::new())
         .await
         .unwrap();
-    let delete = record("items", Op::Delete, key(1), None, 20, &cols);
     table
-        .apply(&catalog, &[delete], HashMap::new())
+        .apply(&catalog, &[delete(1, 20)], HashMap::new())
         .await
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -939,22 +940,7 @@ async fn tombstones_past_the_retention_are_forgotten() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_second_writer_replaying_what_the_first_deleted_resurrects_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let config = sqlite_catalog(dir.path());
-    let catalog = Catalog::connect(&config).await.unwrap();
-    let ident = TableIdent::from_strs(["public", "items"]).unwrap();
-    let cols = items_columns();
-    let key = |id: i64| obj(json!({"id": id}));
-    let create = |id: i64, lsn: u64| {
-        record(
-            "items",
-            Op::Create,
-            key(id),
-            Some(item(id, json!({"name": "n", "code": "X"}))),
-            lsn,
-            &cols,
-        )
-    };
-    let delete = |id: i64, lsn: u64| record("items", Op::Delete, key(id), None, lsn, &cols);
+    let (config, catalog, ident) = items_catalog(dir.path()).await;
     let mut first = CdcTable::create(&catalog, &ident, &create(1, 10), options())
         .await
         .unwrap();
