@@ -6,7 +6,7 @@ use crate::catalog::Catalog;
 use crate::commit::{commit, discard, live_files, Changes, Outcome};
 use crate::compaction::{self, CompactionPolicy, CompactionReport, Rewrite};
 use crate::evolve::{make_optional, reconcile, same_columns, SchemaChanges};
-use crate::files::{read_columns, read_position_deletes, read_rows, DataWriter, WriteOptions};
+use crate::files::{read_position_deletes, read_rows, DataWriter, WriteOptions};
 use crate::key_index::{Key, KeyColumns, KeyIndex, Location, TOMBSTONE};
 use crate::maintenance::{tidy, MaintenancePolicy, MaintenanceReport};
 use crate::plan::{plan, Action};
@@ -476,8 +476,23 @@ impl CdcTable {
             )));
         }
         let keys = self.keys.clone();
-        let mut columns: Vec<&str> = keys.names().collect();
-        columns.push(LSN_COLUMN);
+        // the key columns as the table has them now (older files are cast up), and the LSN
+        // (null in a table that never had the column: another writer's)
+        let mut fields = keys
+            .names()
+            .map(|n| {
+                self.arrow_schema
+                    .field_with_name(n)
+                    .map(|f| Arc::new(f.clone()))
+                    .map_err(|e| MergeError::Schema(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        fields.push(Arc::new(arrow_schema::Field::new(
+            LSN_COLUMN,
+            arrow_schema::DataType::Int64,
+            true,
+        )));
+        let projected = Arc::new(arrow_schema::Schema::new(fields));
         for f in live
             .into_iter()
             .filter(|f| f.file.content_type() == DataContentType::Data)
@@ -486,7 +501,7 @@ impl CdcTable {
             let id = self.register(f.file);
             let gone = deleted.get(&path);
             let mut pos: u32 = 0;
-            for batch in read_columns(&file_io, &path, &columns).await? {
+            for batch in read_rows(&file_io, &path, &projected).await? {
                 let lsn = batch.column(keys.len());
                 for row in 0..batch.num_rows() {
                     let here = pos;

@@ -970,3 +970,82 @@ async fn a_stale_second_writer_replaying_what_the_first_deleted_resurrects_nothi
         assert_eq!(v[reader], json!([{"id": 2}]), "{reader}");
     }
 }
+
+/// A table made by another tool, with a primary key but none of the CDC columns (no
+/// `_cdc_lsn`): routed to, it takes the stream, and a restart rebuilds its index without
+/// LSNs (the stored rows' LSNs are unknown, so any change applies to them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_made_elsewhere_without_cdc_columns_takes_the_stream_across_restarts() {
+    use iceberg::spec::{NestedField, PrimitiveType, Schema, Type};
+    let dir = tempfile::tempdir().unwrap();
+    let (config, catalog, ident) = items_catalog(dir.path()).await;
+    let schema = Schema::builder()
+        .with_fields([
+            std::sync::Arc::new(NestedField::required(
+                1,
+                "id",
+                Type::Primitive(PrimitiveType::Int),
+            )),
+            std::sync::Arc::new(NestedField::optional(
+                2,
+                "name",
+                Type::Primitive(PrimitiveType::String),
+            )),
+            std::sync::Arc::new(NestedField::optional(
+                3,
+                "code",
+                Type::Primitive(PrimitiveType::String),
+            )),
+        ])
+        .with_identifier_field_ids([1])
+        .build()
+        .unwrap();
+    let creation = iceberg::TableCreation::builder()
+        .name("items".to_owned())
+        .schema(schema)
+        .build();
+    catalog.create(&ident, creation).await.unwrap();
+    let mut table = CdcTable::open(&catalog, &ident, options())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut columns = items_columns();
+    columns.retain(|c| ["id", "name", "code"].contains(&c.name.as_str()));
+    let change = |op: Op, id: i64, lsn: u64| {
+        let after =
+            (op != Op::Delete).then(|| item(id, json!({"name": format!("n{lsn}"), "code": "X"})));
+        record("items", op, obj(json!({"id": id})), after, lsn, &columns)
+    };
+    let first = [
+        change(Op::Create, 1, 10),
+        change(Op::Create, 2, 11),
+        change(Op::Create, 3, 12),
+    ];
+    for r in &first {
+        table.check(r).unwrap();
+    }
+    table.apply(&catalog, &first, HashMap::new()).await.unwrap();
+    let mut table = CdcTable::open(&catalog, &ident, options())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(table.index().live_len(), 3);
+    table
+        .apply(
+            &catalog,
+            &[change(Op::Update, 1, 20), change(Op::Delete, 2, 21)],
+            HashMap::new(),
+        )
+        .await
+        .unwrap();
+    let v = read_with_python(&config, "public.items", &["id", "name"]);
+    for reader in ["pyiceberg", "duckdb"] {
+        let mut rows = v[reader].as_array().unwrap().clone();
+        rows.sort_by_key(|r| r["id"].as_i64());
+        assert_eq!(
+            Value::Array(rows),
+            json!([{"id": 1, "name": "n20"}, {"id": 3, "name": "n12"}]),
+            "{reader}"
+        );
+    }
+}
