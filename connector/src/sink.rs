@@ -595,8 +595,8 @@ impl Sink {
                     .map(|()| None)
             }
         };
-        let held = |s: &TableState| s.committed.get(&p).is_some_and(|&next| off < next);
-        if self.tables.get(&ident).is_some_and(held) {
+        let holds_it = |s: &TableState| s.committed.get(&p).is_some_and(|&next| off < next);
+        if self.tables.get(&ident).is_some_and(holds_it) {
             // the table holds it already (paused or not)
             self.stats.skipped_committed += 1;
             return Ok(None);
