@@ -15,17 +15,8 @@ use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
 
 mod support;
-use support::items::Lcg;
+use support::items::{col, Lcg};
 use support::{read_with_python, sqlite_catalog};
-
-fn col(name: &str, ty: ColumnType, optional: bool) -> Column {
-    Column {
-        name: name.into(),
-        ty,
-        optional,
-        logical: None,
-    }
-}
 
 fn obj(v: Value) -> Map<String, Value> {
     v.as_object().cloned().unwrap_or_default()

@@ -29,13 +29,18 @@ impl Lcg {
     }
 }
 
-pub fn columns() -> Vec<Column> {
-    let c = |name: &str, ty, optional| Column {
+/// A source column without a logical type.
+pub fn col(name: &str, ty: ColumnType, optional: bool) -> Column {
+    Column {
         name: name.into(),
         ty,
         optional,
         logical: None,
-    };
+    }
+}
+
+pub fn columns() -> Vec<Column> {
+    let c = col;
     vec![
         c("id", ColumnType::Int, false),
         c("name", ColumnType::String, true),
