@@ -120,6 +120,34 @@ pub fn start_logged(config: &Path, log: &Path) -> Child {
         .unwrap()
 }
 
+async fn catalog(dir: &Path) -> Catalog {
+    Catalog::connect(&CatalogConfig {
+        name: "cdc".into(),
+        uri: format!("sqlite://{}/catalog.db", dir.display()),
+        warehouse: format!("file://{}/warehouse", dir.display()),
+        s3: Default::default(),
+    })
+    .await
+    .unwrap()
+}
+
+/// The tables of the test catalog in `dir`, as `namespace.table`.
+pub fn table_names(dir: &Path) -> Vec<String> {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut names: Vec<String> = catalog(dir)
+            .await
+            .list_tables()
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        names.sort();
+        names
+    })
+}
+
 /// Per partition, the highest position below which the tables hold everything.
 pub fn durable_positions(dir: &Path) -> BTreeMap<String, i64> {
     if !dir.join("catalog.db").exists() {
@@ -127,14 +155,7 @@ pub fn durable_positions(dir: &Path) -> BTreeMap<String, i64> {
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let catalog = Catalog::connect(&CatalogConfig {
-            name: "cdc".into(),
-            uri: format!("sqlite://{}/catalog.db", dir.display()),
-            warehouse: format!("file://{}/warehouse", dir.display()),
-            s3: Default::default(),
-        })
-        .await
-        .unwrap();
+        let catalog = catalog(dir).await;
         let mut out: BTreeMap<String, i64> = BTreeMap::new();
         for ident in catalog.list_tables().await.unwrap() {
             let Some(table) = catalog.load(&ident).await.unwrap() else {
