@@ -180,14 +180,7 @@ fn a_topic_created_after_start_is_read_from_its_first_record() {
     let running = child.0.as_mut().expect("the connector");
     wait_until_durable(dir.path(), &ends, running);
     stop(child.0.take().expect("the connector"));
-    let uri = format!("sqlite://{}/catalog.db", dir.path().display());
-    let catalog = cdc_tests::readers::PyCatalog {
-        uri: &uri,
-        name: "cdc",
-        s3: None,
-    };
-    let columns = ["id", "name", "price", "qty", "day"];
-    let (py, duck) = cdc_tests::readers::read_by_id(&catalog, "sales.refunds", &columns);
+    let (py, duck) = read_table(dir.path(), "sales.refunds");
     let want = cdc_tests::stream::table_rows(&stream.model, "sales.refunds");
     assert_eq!(py, want, "PyIceberg");
     assert_eq!(duck, want, "DuckDB");
@@ -215,14 +208,7 @@ fn an_offset_the_broker_no_longer_has_is_a_named_error_and_the_other_topics_flow
     let mut child = start(&cfg);
     wait_until_durable(dir.path(), &ends_a, &mut child);
     stop(child);
-    let uri = format!("sqlite://{}/catalog.db", dir.path().display());
-    let catalog = cdc_tests::readers::PyCatalog {
-        uri: &uri,
-        name: "cdc",
-        s3: None,
-    };
-    let columns = ["id", "name", "price", "qty", "day"];
-    let refunds_before = cdc_tests::readers::read_by_id(&catalog, "sales.refunds", &columns).0;
+    let refunds_before = read_table(dir.path(), "sales.refunds").0;
 
     // then the brokers are replaced: orders and items hold the same messages, refunds was
     // recreated empty
@@ -266,12 +252,12 @@ fn an_offset_the_broker_no_longer_has_is_a_named_error_and_the_other_topics_flow
     assert!(errors.iter().all(|l| l.contains("ERROR")), "{errors:?}");
     stop(child.0.take().expect("the connector"));
     for table in ["public.orders", "public.items"] {
-        let (py, duck) = cdc_tests::readers::read_by_id(&catalog, table, &columns);
+        let (py, duck) = read_table(dir.path(), table);
         let want = cdc_tests::stream::table_rows(&stream.model, table);
         assert_eq!(py, want, "PyIceberg, {table}");
         assert_eq!(duck, want, "DuckDB, {table}");
     }
-    let refunds_after = cdc_tests::readers::read_by_id(&catalog, "sales.refunds", &columns).0;
+    let refunds_after = read_table(dir.path(), "sales.refunds").0;
     assert_eq!(
         refunds_after, refunds_before,
         "nothing read from the recreated topic"
@@ -290,7 +276,7 @@ fn an_offset_the_broker_no_longer_has_is_a_named_error_and_the_other_topics_flow
     .unwrap();
     let mut child = start(&cfg);
     let started = std::time::Instant::now();
-    while cdc_tests::readers::read_by_id(&catalog, "sales.refunds", &columns).0 == refunds_before {
+    while read_table(dir.path(), "sales.refunds").0 == refunds_before {
         assert!(
             started.elapsed() < Duration::from_secs(90),
             "refunds not read again"

@@ -226,16 +226,21 @@ pub fn stop(mut child: Child) {
     );
 }
 
-pub fn check(dir: &Path, stream: &Generated) {
+/// A table of the test catalog in `dir` as PyIceberg and DuckDB read it, by id:
+/// `(pyiceberg, duckdb)`.
+pub fn read_table(dir: &Path, table: &str) -> (Value, Value) {
     let uri = format!("sqlite://{}/catalog.db", dir.display());
     let catalog = PyCatalog {
         uri: &uri,
         name: "cdc",
         s3: None,
     };
+    readers::read_by_id(&catalog, table, &["id", "name", "price", "qty", "day"])
+}
+
+pub fn check(dir: &Path, stream: &Generated) {
     for table in tables() {
-        let (py, duck) =
-            readers::read_by_id(&catalog, &table, &["id", "name", "price", "qty", "day"]);
+        let (py, duck) = read_table(dir, &table);
         let want = table_rows(&stream.model, &table);
         assert_eq!(py, want, "PyIceberg, {table}");
         assert_eq!(duck, want, "DuckDB, {table}");
