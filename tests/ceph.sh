@@ -26,7 +26,8 @@ ceph_wait() { # seconds, description, command...
   return 1
 }
 
-ceph_pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+source "$(dirname "${BASH_SOURCE[0]}")/process.sh"
+ceph_pid_alive() { pid_alive "$1"; }
 
 ceph_write_config() {
   cat >"$CEPH_DIR/ceph.conf" <<EOF
@@ -78,14 +79,7 @@ rgw_start() {
   ceph_wait 60 "radosgw" curl -sf -o /dev/null "http://$RGW_HTTP/"
 }
 
-rgw_stop() {
-  ceph_pid_alive "$CEPH_DIR/rgw.pid" || return 0
-  local pid; pid=$(cat "$CEPH_DIR/rgw.pid")
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 120); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-  kill -9 "$pid" 2>/dev/null || true
-  rm -f "$CEPH_DIR/rgw.pid"
-}
+rgw_stop() { pid_stop "$CEPH_DIR/rgw.pid" 30; }
 
 # An S3 request signed with the test user's keys: s3_request METHOD PATH [curl args…]
 s3_request() {
@@ -157,14 +151,9 @@ start_ceph() {
 
 stop_ceph() {
   rgw_stop
-  local name pid
+  local name
   for name in osd mon; do
-    ceph_pid_alive "$CEPH_DIR/$name.pid" || continue
-    pid=$(cat "$CEPH_DIR/$name.pid")
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 80); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -9 "$pid" 2>/dev/null || true
-    rm -f "$CEPH_DIR/$name.pid"
+    pid_stop "$CEPH_DIR/$name.pid" 20
   done
 }
 

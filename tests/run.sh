@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or a used one. Installs what it needs (Debian's
-# wasm toolchain for the SmartModule, PostgreSQL, Ceph, the tansu broker, the Python
-# readers), then: format, lints, the .wasm build, every test.
+# wasm toolchain for the SmartModule, PostgreSQL, Ceph, Apache Kafka with Kafka Connect and
+# Debezium, Spark, the Python readers), then: format, lints, the .wasm build, every test.
 #
 #   bash tests/run.sh
 #
@@ -13,13 +13,13 @@ export CARGO_TERM_COLOR=never
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 step() { printf '\n== %s\n' "$*"; }
 
-step "Python readers (PyIceberg, DuckDB) in tests/.venv"
+step "Python readers (PyIceberg, DuckDB, pyspark) in tests/.venv"
 if [ ! -x tests/.venv/bin/python ]; then
   python3 -m venv tests/.venv
 fi
 tests/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/readers/requirements.txt
 
-step "PostgreSQL for the catalog tests"
+step "PostgreSQL (wal_level=logical) for the catalog tests and as the source database"
 source tests/postgres.sh
 start_postgres
 
@@ -34,10 +34,15 @@ source tests/ceph.sh
 start_ceph
 trap stop_ceph EXIT
 
-step "tansu (a Kafka-protocol broker) for the Kafka tests"
-source tests/tansu.sh
-start_tansu
-trap 'stop_ceph; tansu_stop' EXIT
+step "Apache Kafka (KRaft) and Kafka Connect with Debezium, jars from Maven Central"
+source tests/kafka.sh
+start_kafka
+trap 'stop_ceph; kafka_stop' EXIT
+
+step "Spark SQL (pyspark, Iceberg's Spark runtime): one session for the run"
+source tests/spark.sh
+start_spark
+trap 'stop_ceph; kafka_stop; stop_spark' EXIT
 
 step "format"
 cargo fmt --all --check
@@ -50,7 +55,7 @@ bash smartmodule/build-wasm.sh --locked
 
 step "tests"
 log=$(mktemp)
-trap 'rm -f "$log"; stop_ceph; tansu_stop' EXIT
+trap 'rm -f "$log"; stop_ceph; kafka_stop; stop_spark' EXIT
 status=0
 PROPTEST_CASES="${PROPTEST_CASES:-30000}" cargo test --workspace --locked --no-fail-fast 2>&1 \
   | tee "$log" || status=$?

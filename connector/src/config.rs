@@ -3,6 +3,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use iceberg_cdc_merge::evolve::SchemaChanges;
+use iceberg_cdc_merge::schema::TimeColumns;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -529,6 +530,27 @@ pub struct TablesSection {
     /// event cannot bring the row back (`7d` by default; `humantime` durations).
     #[serde(default, with = "humantime_serde_opt")]
     pub tombstone_retention: Option<Duration>,
+    /// How new time-of-day columns are stored: `time` (Iceberg's type, the default) or
+    /// `string` (`HH:MM:SS.ffffff`), for tables Spark reads: Iceberg's Spark runtime refuses
+    /// to load a table with a `time` column.
+    #[serde(default)]
+    pub time_columns: TimeColumnsSetting,
+}
+
+/// `time` or `string`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeColumnsSetting(pub TimeColumns);
+
+impl<'de> Deserialize<'de> for TimeColumnsSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "time" => Ok(TimeColumnsSetting(TimeColumns::Time)),
+            "string" => Ok(TimeColumnsSetting(TimeColumns::Text)),
+            other => Err(serde::de::Error::custom(format!(
+                "time-columns: `{other}` is not time or string"
+            ))),
+        }
+    }
 }
 
 mod humantime_serde_opt {
@@ -589,6 +611,7 @@ impl Default for TablesSection {
             schema_changes: SchemaChangesSetting::default(),
             schema_changes_per_table: BTreeMap::new(),
             tombstone_retention: None,
+            time_columns: TimeColumnsSetting::default(),
         }
     }
 }
@@ -1234,6 +1257,13 @@ iceberg:
                 "week",
             ),
             (
+                MINIMAL.replace(
+                    "iceberg:\n",
+                    "iceberg:\n  tables:\n    time-columns: text\n",
+                ),
+                "time or string",
+            ),
+            (
                 MINIMAL.replace("iceberg:\n", "iceberg:\n  source:\n    type: file\n"),
                 "path",
             ),
@@ -1347,5 +1377,17 @@ iceberg:
             Some(("region".into(), Transform::Identity))
         );
         assert!(parse_partition_by("month(").is_err());
+    }
+
+    #[test]
+    fn time_columns() {
+        let c = parse(&MINIMAL.replace(
+            "iceberg:\n",
+            "iceberg:\n  tables:\n    time-columns: string\n",
+        ))
+        .unwrap();
+        assert_eq!(c.iceberg.tables.time_columns.0, TimeColumns::Text);
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.iceberg.tables.time_columns.0, TimeColumns::Time);
     }
 }

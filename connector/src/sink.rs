@@ -235,6 +235,7 @@ impl Sink {
                 .tables
                 .tombstone_retention
                 .unwrap_or(defaults.tombstone_retention),
+            time_columns: c.tables.time_columns.0,
             ..defaults
         };
         let limits = Limits {
@@ -744,6 +745,18 @@ impl Sink {
         }
         self.stats.commits += 1;
         self.stats.stale += applied.stale;
+        let (unresolved, keys) = &applied.unresolved_unchanged;
+        if *unresolved > 0 {
+            tracing::warn!(
+                table = %ident,
+                rows = unresolved,
+                ?keys,
+                "rows written with null in place of unchanged TOAST values: Debezium sent its \
+                 placeholder for rows the table does not hold (a primary-key change under \
+                 REPLICA IDENTITY DEFAULT); set REPLICA IDENTITY FULL on tables whose keys \
+                 change (README, \"TOAST\")"
+            );
+        }
         self.stats.last_commit_ms = Some(started.elapsed().as_millis());
         tracing::debug!(
             table = %ident,

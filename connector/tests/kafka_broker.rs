@@ -1,5 +1,5 @@
-//! The direct Kafka source against a real Kafka-protocol broker on loopback (`tansu` from
-//! crates.io, SQLite storage, started by `tests/run.sh` through `tests/tansu.sh`): topics
+//! The direct Kafka source against Apache Kafka on loopback (a single-node KRaft broker from
+//! Maven Central's jars, started by `tests/run.sh` through `tests/kafka.sh`): topics
 //! created and messages produced by a real client, the connector as a process, tables read
 //! back by PyIceberg and DuckDB equal to the model, across `kill -9` at random moments and
 //! a broker stopped for 20 seconds.
@@ -17,22 +17,22 @@ use std::time::Duration;
 /// One test at a time: one of them stops the broker.
 static BROKER: Mutex<()> = Mutex::new(());
 
-struct Tansu {
+struct Broker {
     bootstrap: String,
     script: String,
 }
 
 fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: `bash tests/run.sh` starts tansu (tests/tansu.sh) and sets it")
+        panic!("{name} is not set: `bash tests/run.sh` starts Kafka (tests/kafka.sh) and sets it")
     })
 }
 
-impl Tansu {
-    fn from_env() -> Tansu {
-        Tansu {
+impl Broker {
+    fn from_env() -> Broker {
+        Broker {
             bootstrap: var("CDC_TEST_KAFKA_BOOTSTRAP"),
-            script: var("CDC_TEST_TANSU_SCRIPT"),
+            script: var("CDC_TEST_KAFKA_SCRIPT"),
         }
     }
 
@@ -42,7 +42,7 @@ impl Tansu {
             .arg(what)
             .status()
             .unwrap();
-        assert!(status.success(), "tests/tansu.sh {what}");
+        assert!(status.success(), "tests/kafka.sh {what}");
     }
 
     /// The broker is down while the returned guard lives (it starts again on drop).
@@ -79,7 +79,7 @@ impl Tansu {
     }
 }
 
-struct Outage<'a>(&'a Tansu);
+struct Outage<'a>(&'a Broker);
 
 impl Outage<'_> {
     fn end(self) {
@@ -97,17 +97,17 @@ impl Drop for Outage<'_> {
     }
 }
 
-/// Manual assignment (the default): a restart after `kill -9` reads at once. (In a consumer
-/// group, tansu 0.6 keeps a killed member and its partitions until the group empties.)
+/// Manual assignment (the default): a restart after `kill -9` reads at once (a consumer group
+/// would wait for the killed member's session to time out first).
 #[test]
 fn debezium_topics_through_a_real_broker_exactly_once_across_kill_nine() {
     let _serial = BROKER.lock().unwrap_or_else(|p| p.into_inner());
-    let tansu = Tansu::from_env();
-    let server = tansu.new_server("kill");
+    let broker = Broker::from_env();
+    let server = broker.new_server("kill");
     let dir = tempfile::tempdir().unwrap();
     let stream = stream(6000, 21);
-    let ends = produce(&tansu.bootstrap, &server, &stream);
-    let cfg = config(dir.path(), &tansu.bootstrap, &server);
+    let ends = produce(&broker.bootstrap, &server, &stream);
+    let cfg = config(dir.path(), &broker.bootstrap, &server);
     kill_nine_ten_times(&cfg, 5, Duration::from_millis(1000));
     let mut child = start(&cfg);
     wait_until_durable(dir.path(), &ends, &mut child);
@@ -118,16 +118,16 @@ fn debezium_topics_through_a_real_broker_exactly_once_across_kill_nine() {
 #[test]
 fn debezium_topics_through_a_real_broker_with_the_broker_stopped_for_twenty_seconds() {
     let _serial = BROKER.lock().unwrap_or_else(|p| p.into_inner());
-    let tansu = Tansu::from_env();
-    let server = tansu.new_server("outage");
+    let broker = Broker::from_env();
+    let server = broker.new_server("outage");
     let dir = tempfile::tempdir().unwrap();
     let stream = stream(4000, 22);
     let (first, rest) = stream.split_at(stream.lines.len() / 2);
-    let mut ends = produce(&tansu.bootstrap, &server, &first);
-    let cfg = config(dir.path(), &tansu.bootstrap, &server);
+    let mut ends = produce(&broker.bootstrap, &server, &first);
+    let cfg = config(dir.path(), &broker.bootstrap, &server);
     let mut child = start(&cfg);
     wait_until_durable(dir.path(), &ends, &mut child);
-    let outage = tansu.outage();
+    let outage = broker.outage();
     std::thread::sleep(Duration::from_secs(20));
     let during = child.try_wait().unwrap();
     outage.end();
@@ -135,7 +135,7 @@ fn debezium_topics_through_a_real_broker_with_the_broker_stopped_for_twenty_seco
         during.is_none(),
         "the connector gave up while the broker was down"
     );
-    for (p, n) in produce(&tansu.bootstrap, &server, &rest) {
+    for (p, n) in produce(&broker.bootstrap, &server, &rest) {
         *ends.entry(p).or_default() += n;
     }
     wait_until_durable(dir.path(), &ends, &mut child);

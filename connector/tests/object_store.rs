@@ -176,6 +176,23 @@ fn products_land_on_ceph_and_both_readers_agree() {
     }
 
     assert_products_read_back(&ceph, dir.path());
+    // and Spark SQL, through S3FileIO on the same gateway
+    let spark_catalog = cdc_tests::spark::catalog_on(
+        "cdc",
+        &format!("sqlite://{}/catalog.db", dir.path().display()),
+        &warehouse,
+        &ceph,
+    );
+    let spark_rows = cdc_tests::spark::sql(
+        &spark_catalog,
+        "SELECT id, name, price, on_offer FROM cdc.public.products ORDER BY id",
+    )
+    .unwrap_or_else(|e| panic!("Spark: {e}"));
+    assert_eq!(
+        Value::Array(spark_rows),
+        cdc_tests::products_final_rows(),
+        "Spark"
+    );
     let keys = ceph.keys(&bucket);
     assert!(
         keys.iter()

@@ -137,6 +137,27 @@ pub fn fixture_names() -> Result<Vec<String>> {
     Ok(names)
 }
 
+pub mod workload;
+
+/// The tests' pseudo-random numbers: seeded, the same on every machine.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+
+    /// True once in `n` times.
+    pub fn one_in(&mut self, n: u64) -> bool {
+        self.below(n) == 0
+    }
+}
+
 /// A deterministic stream of Debezium PostgreSQL change events (JSON converter with schemas,
 /// Kafka key and value as `KEY<TAB>VALUE` lines), and the tables it must produce.
 pub mod stream {
@@ -210,17 +231,7 @@ pub mod stream {
         }
     }
 
-    struct Lcg(u64);
-
-    impl Lcg {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (self.0 >> 33) % n
-        }
-    }
+    use crate::Lcg;
 
     fn field(ty: &str, name: &str, optional: bool, logical: Option<(&str, Value)>) -> Value {
         let mut f = json!({"type": ty, "optional": optional, "field": name});
@@ -436,6 +447,35 @@ pub mod readers {
         (by_id(&v["pyiceberg"]), by_id(&v["duckdb"]))
     }
 
+    /// Each PostgreSQL table of `tables` (`(source, iceberg)` names) against its Iceberg
+    /// table read by PyIceberg, DuckDB and Spark (tests/readers/compare_source.py):
+    /// `{source: {"rows": n, "pyiceberg": "equal" | what differs, "duckdb": …, "spark": …}}`.
+    pub fn compare_with_source(
+        source_uri: &str,
+        catalog: &PyCatalog,
+        warehouse: &str,
+        tables: &[(String, String)],
+    ) -> Value {
+        let pairs: Vec<String> = tables.iter().map(|(s, t)| format!("{s}={t}")).collect();
+        let out = std::process::Command::new(python())
+            .arg(workspace().join("tests/readers/compare_source.py"))
+            .args(["--source-dsn", source_uri])
+            .args(["--catalog-uri", &sqlalchemy_uri(catalog.uri)])
+            .args(["--catalog-name", catalog.name])
+            .args(["--spark", &crate::spark::address()])
+            .args(["--spark-uri", catalog.uri, "--spark-warehouse", warehouse])
+            .args(["--tables", &pairs.join(",")])
+            .args(catalog.s3.map(|s3| s3.reader_args()).unwrap_or_default())
+            .output()
+            .expect("run Python");
+        assert!(
+            out.status.success(),
+            "compare_source.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("compare_source.py prints JSON")
+    }
+
     /// Appends rows with PyIceberg: a foreign writer.
     pub fn append(catalog: &PyCatalog, table: &str, rows: &Value) {
         run_script(
@@ -455,6 +495,50 @@ pub mod readers {
             table,
             &["--rows", &rows.to_string(), "--create", location],
         );
+    }
+}
+
+/// Spark SQL (tests/readers/spark_service.py, one SparkSession for the whole run, started by
+/// `tests/spark.sh`): the reader our users know, and a foreign writer.
+pub mod spark {
+    use serde_json::{json, Value};
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpStream;
+
+    /// `$CDC_TEST_SPARK` (`host:port`).
+    pub fn address() -> String {
+        std::env::var("CDC_TEST_SPARK").unwrap_or_else(|_| {
+            panic!("CDC_TEST_SPARK is not set: `bash tests/run.sh` starts Spark (tests/spark.sh)")
+        })
+    }
+
+    /// A SQL catalog of ours as Spark's JdbcCatalog opens it (`uri` in our form).
+    pub fn catalog(name: &str, uri: &str, warehouse: &str) -> Value {
+        json!({"name": name, "uri": uri, "warehouse": warehouse, "s3": null})
+    }
+
+    /// [`catalog`] with an `s3://` warehouse on the test Ceph (S3FileIO, path-style).
+    pub fn catalog_on(name: &str, uri: &str, warehouse: &str, ceph: &crate::ceph::Ceph) -> Value {
+        json!({"name": name, "uri": uri, "warehouse": warehouse, "s3": {
+            "endpoint": ceph.endpoint, "access_key": ceph.access_key, "secret_key": ceph.secret_key}})
+    }
+
+    /// Runs `sql` in Spark with `catalog` registered; its rows (normalized values), or
+    /// Spark's error.
+    pub fn sql(catalog: &Value, sql: &str) -> Result<Vec<Value>, String> {
+        let stream = TcpStream::connect(address()).map_err(|e| format!("Spark service: {e}"))?;
+        let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+        let request = json!({"catalog": catalog, "sql": sql});
+        writeln!(writer, "{request}").map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        BufReader::new(stream)
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        let reply: Value = serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))?;
+        match reply.get("error") {
+            Some(e) => Err(e.as_str().unwrap_or_default().to_owned()),
+            None => Ok(reply["rows"].as_array().cloned().unwrap_or_default()),
+        }
     }
 }
 

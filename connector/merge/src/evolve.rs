@@ -11,7 +11,7 @@
 //! the table's wider type: every value fits. Anything else (`text` -> `int`, a decimal's scale,
 //! another primary key) cannot be evolved in place: [`Incompatible`].
 
-use crate::schema::{iceberg_type, MetadataColumns};
+use crate::schema::{iceberg_type, MetadataColumns, TimeColumns};
 use debezium_cdc::record::{ChangeRecord, Column, ColumnType};
 use iceberg::spec::{NestedField, NestedFieldRef, PrimitiveType, Schema, Type};
 use std::collections::BTreeSet;
@@ -78,6 +78,7 @@ pub fn reconcile(
     schema: &Schema,
     last_column_id: i32,
     record: &ChangeRecord,
+    times: TimeColumns,
 ) -> Result<Option<Schema>, Incompatible> {
     let key: BTreeSet<&str> = record.key.keys().map(String::as_str).collect();
     check_key(schema, &key)?;
@@ -105,7 +106,7 @@ pub fn reconcile(
     let mut next_id = last_column_id.max(schema.highest_field_id());
     let mut changed = false;
     for (i, column) in columns.iter().enumerate() {
-        let wanted = match iceberg_type(&column.ty) {
+        let wanted = match iceberg_type(&column.ty, times) {
             Type::Primitive(p) => p,
             _ => PrimitiveType::String,
         };
@@ -117,7 +118,7 @@ pub fn reconcile(
                 };
                 let is_key = key.contains(column.name.as_str());
                 let mut new = field.as_ref().clone();
-                if *have != wanted && complete {
+                if *have != wanted && complete && !time_either_way(have, &wanted) {
                     if widens(have, &wanted) {
                         new.field_type = Box::new(Type::Primitive(wanted.clone()));
                     } else if !widens(&wanted, have) {
@@ -246,6 +247,13 @@ fn incompatible(column: &str, have: &Type, wanted: &PrimitiveType) -> Incompatib
         from: have.to_string(),
         to: wanted.to_string(),
     }
+}
+
+/// A time-of-day column the table stores as `time` and the options now want as text, or the
+/// other way: the table's own type stays (its writer takes the same `HH:MM:SS` values).
+fn time_either_way(have: &PrimitiveType, wanted: &PrimitiveType) -> bool {
+    use PrimitiveType as P;
+    matches!((have, wanted), (P::Time, P::String) | (P::String, P::Time))
 }
 
 /// Whether Iceberg promotes `from` to `to` in place.

@@ -109,10 +109,23 @@ impl Default for Partitioning {
     }
 }
 
+/// How time-of-day columns are stored. Iceberg has a `time` type, read by PyIceberg, DuckDB
+/// and Trino, but Iceberg's Spark runtime (1.12, Spark 4.1) refuses to load any table with a
+/// `time` column ("Spark does not support time fields"), so tables Spark reads store them
+/// as text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TimeColumns {
+    /// Iceberg `time` (microseconds).
+    #[default]
+    Time,
+    /// `HH:MM:SS.ffffff` strings, which sort as the times do.
+    Text,
+}
+
 /// The Iceberg type for a CDC column type. PostgreSQL's unconstrained `numeric` (no scale)
 /// and decimals wider than 38 digits become exact decimal strings; nested values (arrays,
 /// maps, structs) are kept as their JSON text.
-pub fn iceberg_type(ty: &ColumnType) -> Type {
+pub fn iceberg_type(ty: &ColumnType, times: TimeColumns) -> Type {
     use PrimitiveType as P;
     Type::Primitive(match ty {
         ColumnType::Boolean => P::Boolean,
@@ -138,7 +151,10 @@ pub fn iceberg_type(ty: &ColumnType) -> Type {
         }
         ColumnType::Decimal { scale: None, .. } => P::String,
         ColumnType::Date => P::Date,
-        ColumnType::Time => P::Time,
+        ColumnType::Time => match times {
+            TimeColumns::Time => P::Time,
+            TimeColumns::Text => P::String,
+        },
         ColumnType::Timestamp => P::Timestamp,
         ColumnType::Timestamptz => P::Timestamptz,
         ColumnType::Uuid => P::Uuid,
@@ -152,6 +168,7 @@ pub fn table_schema(
     columns: &[Column],
     key: &[String],
     meta: MetadataColumns,
+    times: TimeColumns,
 ) -> Result<Schema, MergeError> {
     for k in key {
         if !columns.iter().any(|c| &c.name == k) {
@@ -171,7 +188,7 @@ pub fn table_schema(
             )));
         }
         let is_key = key.contains(&column.name);
-        let ty = iceberg_type(&column.ty);
+        let ty = iceberg_type(&column.ty, times);
         if is_key {
             identifier_ids.push(id);
         }
@@ -279,6 +296,7 @@ mod tests {
 
     #[test]
     fn types_map_to_iceberg() {
+        let iceberg_type = |ty: &ColumnType| iceberg_type(ty, TimeColumns::Time);
         let d = |p, s| ColumnType::Decimal {
             precision: p,
             scale: s,
@@ -313,6 +331,14 @@ mod tests {
             iceberg_type(&ColumnType::Json),
             Type::Primitive(PrimitiveType::String)
         );
+        assert_eq!(
+            iceberg_type(&ColumnType::Time),
+            Type::Primitive(PrimitiveType::Time)
+        );
+        assert_eq!(
+            super::iceberg_type(&ColumnType::Time, TimeColumns::Text),
+            Type::Primitive(PrimitiveType::String)
+        );
     }
 
     #[test]
@@ -321,17 +347,35 @@ mod tests {
             col("id", ColumnType::Int, false),
             col("name", ColumnType::String, true),
         ];
-        let s = table_schema(&cols, &["id".to_owned()], MetadataColumns::Cdc).unwrap();
+        let s = table_schema(
+            &cols,
+            &["id".to_owned()],
+            MetadataColumns::Cdc,
+            TimeColumns::Time,
+        )
+        .unwrap();
         assert_eq!(s.identifier_field_ids().collect::<Vec<_>>(), vec![1]);
         assert!(s.field_by_name("id").unwrap().required);
         assert!(!s.field_by_name("name").unwrap().required);
         assert!(s.field_by_name(PROCESSED_AT_COLUMN).is_some());
         let spec = partition_spec(&s, &Partitioning::default()).unwrap();
         assert_eq!(spec.fields().len(), 1);
-        assert!(table_schema(&cols, &["nope".to_owned()], MetadataColumns::Cdc).is_err());
+        assert!(table_schema(
+            &cols,
+            &["nope".to_owned()],
+            MetadataColumns::Cdc,
+            TimeColumns::Time
+        )
+        .is_err());
         let clash = vec![col("_cdc_op", ColumnType::String, true)];
-        assert!(table_schema(&clash, &[], MetadataColumns::Cdc).is_err());
-        let legacy = table_schema(&cols, &["id".to_owned()], MetadataColumns::Legacy).unwrap();
+        assert!(table_schema(&clash, &[], MetadataColumns::Cdc, TimeColumns::Time).is_err());
+        let legacy = table_schema(
+            &cols,
+            &["id".to_owned()],
+            MetadataColumns::Legacy,
+            TimeColumns::Time,
+        )
+        .unwrap();
         for name in ["operation", "processing_time", "year", "month", LSN_COLUMN] {
             assert!(legacy.field_by_name(name).is_some(), "{name}");
         }
@@ -341,7 +385,7 @@ mod tests {
             partition_spec(&legacy, &MetadataColumns::Legacy.default_partitioning()).unwrap();
         assert_eq!(spec.fields().len(), 2);
         let clash = vec![col("year", ColumnType::Int, true)];
-        assert!(table_schema(&clash, &[], MetadataColumns::Legacy).is_err());
-        assert!(table_schema(&clash, &[], MetadataColumns::Cdc).is_ok());
+        assert!(table_schema(&clash, &[], MetadataColumns::Legacy, TimeColumns::Time).is_err());
+        assert!(table_schema(&clash, &[], MetadataColumns::Cdc, TimeColumns::Time).is_ok());
     }
 }

@@ -11,7 +11,8 @@ use crate::key_index::{Key, KeyColumns, KeyIndex, Location, TOMBSTONE};
 use crate::maintenance::{tidy, MaintenancePolicy, MaintenanceReport};
 use crate::plan::{plan, Action};
 use crate::schema::{
-    partition_spec, table_schema, untyped_columns, MetadataColumns, Partitioning, LSN_COLUMN,
+    partition_spec, table_schema, untyped_columns, MetadataColumns, Partitioning, TimeColumns,
+    LSN_COLUMN,
 };
 use crate::tombstones::{self, Tombstone, TOMBSTONES_KEY};
 use crate::MergeError;
@@ -39,6 +40,8 @@ pub struct TableOptions {
     /// How long the LSN of a deleted key is kept (across restarts) to stop replays of older
     /// events from bringing the row back.
     pub tombstone_retention: std::time::Duration,
+    /// How new time-of-day columns are stored.
+    pub time_columns: TimeColumns,
 }
 
 impl Default for TableOptions {
@@ -50,6 +53,7 @@ impl Default for TableOptions {
             max_commit_attempts: 10,
             schema_changes: SchemaChanges::default(),
             tombstone_retention: std::time::Duration::from_secs(7 * 24 * 3600),
+            time_columns: TimeColumns::Time,
         }
     }
 }
@@ -67,7 +71,15 @@ pub struct Applied {
     /// Commit attempts lost to concurrent commits.
     pub conflicts: u32,
     pub snapshot_id: Option<i64>,
+    /// Rows written with unchanged-TOAST columns (Debezium's placeholder) that neither the
+    /// batch nor the table held a value for, so they were written as null: up to
+    /// [`UNRESOLVED_SAMPLE`] of their keys, and how many there were. Under `REPLICA
+    /// IDENTITY DEFAULT` a primary-key change sends the new key's row with placeholders.
+    pub unresolved_unchanged: (u64, Vec<String>),
 }
+
+/// How many keys [`Applied::unresolved_unchanged`] names.
+pub const UNRESOLVED_SAMPLE: usize = 5;
 
 pub struct CdcTable {
     table: Table,
@@ -123,7 +135,7 @@ impl CdcTable {
             }
         };
         let meta = options.metadata_columns;
-        let schema = table_schema(&columns, &key, meta)?;
+        let schema = table_schema(&columns, &key, meta, options.time_columns)?;
         let partitioning = options
             .partitioning
             .clone()
@@ -257,7 +269,8 @@ impl CdcTable {
         }
         let metadata = self.table.metadata();
         let current = metadata.current_schema();
-        let evolved = match reconcile(current, metadata.last_column_id(), record) {
+        let times = self.options.time_columns;
+        let evolved = match reconcile(current, metadata.last_column_id(), record, times) {
             Ok(None) => None,
             Ok(Some(schema)) => Some(Evolved {
                 arrow: arrow_schema_of(&schema)?,
@@ -604,6 +617,27 @@ impl CdcTable {
         }
         self.carry_unchanged(&mut plan.changes, plan.truncate)
             .await?;
+        for change in &plan.changes {
+            if let Action::Upsert { carry, row } = &change.action {
+                if !carry.is_empty() {
+                    let (n, sample) = &mut applied.unresolved_unchanged;
+                    *n += 1;
+                    if sample.len() < UNRESOLVED_SAMPLE {
+                        let key: Vec<String> = self
+                            .keys
+                            .names()
+                            .map(|k| {
+                                format!(
+                                    "{k}={}",
+                                    row.values.get(k).unwrap_or(&serde_json::Value::Null)
+                                )
+                            })
+                            .collect();
+                        sample.push(format!("{} ({})", key.join(" "), carry.join(", ")));
+                    }
+                }
+            }
+        }
         let evolved = self.evolve_for(records, &plan.changes)?;
 
         let mut upsert_keys: Vec<Key> = Vec::new();
@@ -760,7 +794,14 @@ impl CdcTable {
             }
             seen = r.columns.as_ref();
             let base = schema.as_ref().unwrap_or(current);
-            if let Some(s) = reconcile(base, metadata.last_column_id(), r).map_err(incompatible)? {
+            if let Some(s) = reconcile(
+                base,
+                metadata.last_column_id(),
+                r,
+                self.options.time_columns,
+            )
+            .map_err(incompatible)?
+            {
                 schema = Some(s);
             }
         }

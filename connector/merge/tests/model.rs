@@ -1,7 +1,8 @@
 //! Model-based test of the merge engine on a real SQLite catalog and local warehouse: random
 //! creates, updates, deletes, updates that move a row to another month's partition, replays
 //! of old events and truncates, committed in many batches. After every commit the table, read
-//! back by the `iceberg` crate's own scan, equals an in-memory model.
+//! back by the `iceberg` crate's own scan, PyIceberg and DuckDB (and twice by Spark SQL),
+//! equals an in-memory model.
 
 use debezium_cdc::record::Op;
 use iceberg::TableIdent;
@@ -10,7 +11,9 @@ use serde_json::json;
 use std::collections::HashMap;
 
 mod support;
-use support::items::{batch, change, options, python_readers, read_back, row, Lcg, Model};
+use support::items::{
+    batch, change, options, python_readers, read_back, row, spark_reader, Lcg, Model,
+};
 use support::{append_with_pyiceberg, postgres_catalog, sqlite_catalog};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,6 +63,14 @@ async fn run_model(config: &CatalogConfig, seed: u64, rounds: usize) {
             model.len(),
             "index size after round {round}"
         );
+        if round == rounds / 2 || round + 1 == rounds {
+            // the reader our users know, through Iceberg's JdbcCatalog on the same database
+            assert_eq!(
+                spark_reader(config, "public.items"),
+                model,
+                "Spark, after round {round}"
+            );
+        }
         if round == rounds / 2 {
             // reopen: the index is rebuilt from the files
             drop(table);

@@ -24,9 +24,10 @@ use super::{Partition, SourceRecord};
 use crate::config::{KafkaAssignment, KafkaSection};
 use anyhow::{anyhow, bail, Context as _, Result};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -259,10 +260,35 @@ struct CdcContext(Arc<Shared>);
 impl ClientContext for CdcContext {}
 
 impl ConsumerContext for CdcContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else {
-            return;
-        };
+    /// The group's rebalances, done here in full (not by rust-rdkafka's default, which
+    /// assigns first and lets us position after): an assignment without offsets would make
+    /// librdkafka look for group-committed offsets, find none and report every such
+    /// partition as out of range (`auto.offset.reset` is `error`) before our positions
+    /// replace it.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.revoke(tpl);
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "giving up the revoked partitions failed");
+                }
+            }
+            other => {
+                tracing::error!(error = %RDKafkaErrorCode::from(other), "kafka: rebalance failed; giving up the assignment");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+impl CdcContext {
+    fn revoke(&self, tpl: &TopicPartitionList) {
         let partitions = partitions_of(tpl);
         if partitions.is_empty() || self.0.stop.load(Ordering::SeqCst) {
             return;
@@ -288,12 +314,8 @@ impl ConsumerContext for CdcContext {
         }
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Assign(tpl) = rebalance else {
-            return;
-        };
-        // start each partition where the tables are (or by auto-offset-reset): assigning
-        // again with offsets replaces the assignment librdkafka just made
+    fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        // each partition starts where the tables are (or by auto-offset-reset)
         let mut at = TopicPartitionList::new();
         let mut assigned = Vec::new();
         for e in tpl.elements() {

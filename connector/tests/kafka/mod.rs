@@ -1,4 +1,4 @@
-//! What the Kafka tests share (librdkafka's mock cluster and the tansu broker): the stream,
+//! What the Kafka tests share (librdkafka's mock cluster and Apache Kafka): the stream,
 //! producing it, the connector's config and process, and checking the tables.
 
 #![allow(dead_code)]

@@ -204,6 +204,23 @@ pub fn python_readers(catalog: &CatalogConfig, table: &str) -> (Model, Model) {
     (model(&v["pyiceberg"]), model(&v["duckdb"]))
 }
 
+/// The table as Spark SQL reads it (Iceberg's JdbcCatalog over the same catalog database).
+pub fn spark_reader(catalog: &CatalogConfig, table: &str) -> Model {
+    let spark_catalog = cdc_tests::spark::catalog(&catalog.name, &catalog.uri, &catalog.warehouse);
+    let rows = cdc_tests::spark::sql(
+        &spark_catalog,
+        &format!("SELECT id, name, amount, day FROM {}.{table}", catalog.name),
+    )
+    .unwrap_or_else(|e| panic!("Spark: {e}"));
+    let mut m = Model::new();
+    for r in rows {
+        let r = r.as_object().expect("row").clone();
+        let id = r["id"].as_i64().expect("id");
+        assert!(m.insert(id, r).is_none(), "key {id} appears twice");
+    }
+    m
+}
+
 pub fn options() -> TableOptions {
     TableOptions {
         partitioning: Some(Partitioning::Column {
