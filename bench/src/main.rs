@@ -72,7 +72,7 @@ enum Cmd {
         profile: Profile,
         #[command(flatten)]
         stream: StreamArgs,
-        /// A Kafka bootstrap server (tansu) for the Kafka-source contender.
+        /// A Kafka bootstrap server (Apache Kafka) for the Kafka-source contender.
         #[arg(long)]
         kafka: Option<String>,
         #[arg(long, default_value = ".work/bench")]
@@ -479,7 +479,7 @@ impl Bench {
             if let Some(done) = done_at {
                 run.wall = done.duration_since(started);
             }
-            let mut c = self.ours("ours: Kafka source (tansu)", &dir, &table, &produced, run)?;
+            let mut c = self.ours("ours: Kafka source (Apache Kafka)", &dir, &table, &produced, run)?;
             c.note = "time to the table commit covering every message (polled every 0.5 s)".into();
             contenders.push(c);
         }
