@@ -479,7 +479,13 @@ impl Bench {
             if let Some(done) = done_at {
                 run.wall = done.duration_since(started);
             }
-            let mut c = self.ours("ours: Kafka source (Apache Kafka)", &dir, &table, &produced, run)?;
+            let mut c = self.ours(
+                "ours: Kafka source (Apache Kafka)",
+                &dir,
+                &table,
+                &produced,
+                run,
+            )?;
             c.note = "time to the table commit covering every message (polled every 0.5 s)".into();
             contenders.push(c);
         }
