@@ -483,9 +483,39 @@ fn postgres_through_debezium_and_kafka_to_iceberg_equals_the_source_read_by_spar
     let dead = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap_or_default();
     assert!(dead.is_empty(), "dead letters: {dead}");
 
+    eprintln!("{}", what_the_sinks_met(dir.path()));
     block_on(&runtime, load.close());
     block_on(&runtime, workload::drop_database(&up.admin_uri, &name)).unwrap();
     let _ = std::fs::remove_dir_all(dir.path());
+}
+
+/// From the connector processes' logs: how often a commit lost its compare-and-swap (to the
+/// other member or to Spark) and how many replayed events were skipped.
+fn what_the_sinks_met(dir: &Path) -> String {
+    let mut conflicts = 0;
+    let mut rebalances = 0;
+    let mut stale = 0u64;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("sink-") {
+            continue;
+        }
+        let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        conflicts += log.matches("commit conflict; reloading").count();
+        rebalances += log.matches("partitions assigned").count();
+        // the last summary line of each process: "…; N stale; …"
+        if let Some(line) = log.lines().rev().find(|l| l.contains(" stale; ")) {
+            let n = line
+                .split("; ")
+                .find_map(|part| part.strip_suffix(" stale"))
+                .and_then(|n| n.trim().parse::<u64>().ok());
+            stale += n.unwrap_or(0);
+        }
+    }
+    format!(
+        "the connector processes met {conflicts} commit conflicts, {rebalances} assignments \
+         and skipped {stale} replayed (stale) events"
+    )
 }
 
 /// A test directory left in place (a failed run's evidence).
