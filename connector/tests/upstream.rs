@@ -87,6 +87,52 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// How many change events the topics of `prefix` hold more than once (the same key,
+    /// operation and LSN): Debezium's re-sends after a restart.
+    fn events_sent_twice(&self, prefix: &str) -> usize {
+        use rdkafka::message::Message;
+        let ends = self.ends(prefix);
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", format!("{prefix}-replays"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut list = rdkafka::TopicPartitionList::new();
+        for p in ends.keys() {
+            let (topic, n) = p.rsplit_once('/').unwrap();
+            list.add_partition_offset(topic, n.parse().unwrap(), rdkafka::Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&list).unwrap();
+        let total: i64 = ends.values().sum();
+        let mut seen = std::collections::HashSet::new();
+        let (mut read, mut twice) = (0, 0);
+        let started = Instant::now();
+        while read < total && started.elapsed() < Duration::from_secs(60) {
+            let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) else {
+                continue;
+            };
+            read += 1;
+            let Some(value) = m.payload() else { continue };
+            let v: Value = serde_json::from_slice(value).unwrap_or_default();
+            let payload = &v["payload"];
+            let event = (
+                m.topic().to_owned(),
+                m.key().map(<[u8]>::to_vec),
+                payload["op"].to_string(),
+                payload["source"]["lsn"].to_string(),
+            );
+            if !seen.insert(event) {
+                twice += 1;
+            }
+        }
+        assert_eq!(read, total, "read {read} of {total} messages back");
+        twice
+    }
+}
+
 /// A Kafka Connect standalone worker running Debezium's PostgreSQL connector.
 struct Connect {
     dir: PathBuf,
@@ -406,14 +452,23 @@ fn postgres_through_debezium_and_kafka_to_iceberg_equals_the_source_read_by_spar
     let catalog_uri = format!("sqlite://{}/catalog.db", dir.path().display());
     let spark_catalog = spark::catalog("cdc", &catalog_uri, &warehouse);
 
+    // changes while Debezium snapshots (its worker takes seconds to start), then once it
+    // streams: the faults below hit a live pipeline
+    block_on(&runtime, load.run(100)).unwrap();
+    let markers = block_on(&runtime, load.marker()).unwrap();
+    until_debezium_has_sent(&up, &name, markers, &mut connect);
     block_on(&runtime, load.run(300)).unwrap();
     sinks.kill_nine_and_restart(0);
     block_on(&runtime, load.run(200)).unwrap();
 
-    // the Connect worker killed while the database changes: Debezium resumes from its last
-    // flushed offset and sends some changes again
-    connect.kill();
-    block_on(&runtime, load.run(200)).unwrap();
+    // the Connect worker killed while it streams changes (its offsets are flushed once a
+    // second): Debezium resumes from its last flushed offset and sends changes again
+    std::thread::scope(|s| {
+        let changes = s.spawn(|| block_on(&runtime, load.run(400)));
+        std::thread::sleep(Duration::from_millis(700));
+        connect.kill();
+        changes.join().unwrap().unwrap();
+    });
     connect.start();
     block_on(&runtime, load.run(100)).unwrap();
 
@@ -453,6 +508,11 @@ fn postgres_through_debezium_and_kafka_to_iceberg_equals_the_source_read_by_spar
     sinks.wait_until_durable(&ends);
     sinks.stop();
     connect.kill();
+    let resent = up.events_sent_twice(&name);
+    assert!(
+        resent > 0,
+        "the Connect worker's kill made Debezium re-send nothing"
+    );
 
     let catalog = PyCatalog {
         uri: &catalog_uri,
@@ -483,7 +543,10 @@ fn postgres_through_debezium_and_kafka_to_iceberg_equals_the_source_read_by_spar
     let dead = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap_or_default();
     assert!(dead.is_empty(), "dead letters: {dead}");
 
-    eprintln!("{}", what_the_sinks_met(dir.path()));
+    eprintln!(
+        "Debezium sent {resent} events twice; {}",
+        what_the_sinks_met(dir.path())
+    );
     block_on(&runtime, load.close());
     block_on(&runtime, workload::drop_database(&up.admin_uri, &name)).unwrap();
     let _ = std::fs::remove_dir_all(dir.path());

@@ -27,6 +27,8 @@ from read_table import normalize
 SESSION = None
 LOCK = threading.Lock()
 KNOWN = {}
+# the Spark settings made for each catalog name
+SET = {}
 
 
 def jdbc_uri(uri):
@@ -70,9 +72,14 @@ def register(catalog):
             f"{prefix}.s3.path-style-access": "true",
             f"{prefix}.client.region": s3.get("region", "us-east-1"),
         })
+    # settings of the earlier catalog of this name that this one lacks (S3 ones) go
+    for k in SET.get(name, {}):
+        if k not in conf:
+            SESSION.conf.unset(k)
     for k, v in conf.items():
         SESSION.conf.set(k, v)
     KNOWN[name] = key
+    SET[name] = conf
 
 
 def answer(request):
