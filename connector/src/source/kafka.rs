@@ -493,8 +493,18 @@ fn poll_loop(
             break;
         }
     }
-    commit_durable(&consumer, &durable, &mut committed, CommitMode::Sync);
+    // the group's offsets are for monitoring: their last commit goes out without holding up
+    // the stop (a synchronous commit waits as long as a broker that lost its group
+    // coordinator keeps it, past the stop deadline)
+    commit_durable(&consumer, &durable, &mut committed, CommitMode::Async);
+    let until = Instant::now() + FINAL_COMMIT_WAIT;
+    while Instant::now() < until {
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
 }
+
+/// How long a stopping source waits for its last group-offset commit to go out.
+const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(1);
 
 /// `manual` assignment: which topics match, and the partitions taken so far.
 struct Discovery {
