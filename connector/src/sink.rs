@@ -754,7 +754,7 @@ impl Sink {
                 "rows written with null in place of unchanged TOAST values: Debezium sent its \
                  placeholder for rows the table does not hold (a primary-key change under \
                  REPLICA IDENTITY DEFAULT); set REPLICA IDENTITY FULL on tables whose keys \
-                 change (README, \"TOAST\")"
+                 change (README, \"The merge engine\")"
             );
         }
         self.stats.last_commit_ms = Some(started.elapsed().as_millis());

@@ -23,9 +23,7 @@ struct Broker {
 }
 
 fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: `bash tests/run.sh` starts Kafka (tests/kafka.sh) and sets it")
-    })
+    env_var(name, "Kafka (tests/kafka.sh)")
 }
 
 impl Broker {

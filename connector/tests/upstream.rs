@@ -85,9 +85,7 @@ impl Upstream {
         }
         out
     }
-}
 
-impl Upstream {
     /// How many change events the topics of `prefix` hold more than once (the same key,
     /// operation and LSN): Debezium's re-sends after a restart.
     fn events_sent_twice(&self, prefix: &str) -> usize {
@@ -388,10 +386,6 @@ fn until_debezium_has_sent(up: &Upstream, prefix: &str, markers: i32, connect: &
     }
 }
 
-fn block_on<F: std::future::Future>(runtime: &tokio::runtime::Runtime, f: F) -> F::Output {
-    runtime.block_on(f)
-}
-
 /// Spark's own commits on our tables while the stream runs: a compaction that rewrites data
 /// files with our position deletes applied, and a property change. Either may lose a race
 /// with our commits (then Spark says so and this tries again); ours must never lose data.
@@ -433,10 +427,14 @@ fn postgres_through_debezium_and_kafka_to_iceberg_equals_the_source_read_by_spar
     let up = Upstream::from_env();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let name = format!("e2e{}x{}", std::process::id(), unique() % 1_000_000_000);
-    let source_uri = block_on(&runtime, workload::create_database(&up.admin_uri, &name)).unwrap();
-    let mut load = block_on(&runtime, Workload::create(&source_uri, 20261201)).unwrap();
+    let source_uri = runtime
+        .block_on(workload::create_database(&up.admin_uri, &name))
+        .unwrap();
+    let mut load = runtime
+        .block_on(Workload::create(&source_uri, 20261201))
+        .unwrap();
     // rows that exist before Debezium starts: its snapshot (op r)
-    block_on(&runtime, load.seed_rows(150)).unwrap();
+    runtime.block_on(load.seed_rows(150)).unwrap();
 
     // kept when the test fails (its logs and tables), removed when it passes
     let dir = tempfile::Builder::new()
@@ -454,55 +452,55 @@ fn postgres_through_debezium_and_kafka_to_iceberg_equals_the_source_read_by_spar
 
     // changes while Debezium snapshots (its worker takes seconds to start), then once it
     // streams: the faults below hit a live pipeline
-    block_on(&runtime, load.run(100)).unwrap();
-    let markers = block_on(&runtime, load.marker()).unwrap();
+    runtime.block_on(load.run(100)).unwrap();
+    let markers = runtime.block_on(load.marker()).unwrap();
     until_debezium_has_sent(&up, &name, markers, &mut connect);
-    block_on(&runtime, load.run(300)).unwrap();
+    runtime.block_on(load.run(300)).unwrap();
     sinks.kill_nine_and_restart(0);
-    block_on(&runtime, load.run(200)).unwrap();
+    runtime.block_on(load.run(200)).unwrap();
 
     // the Connect worker killed while it streams changes (its offsets are flushed once a
     // second): Debezium resumes from its last flushed offset and sends changes again
     std::thread::scope(|s| {
-        let changes = s.spawn(|| block_on(&runtime, load.run(400)));
+        let changes = s.spawn(|| runtime.block_on(load.run(400)));
         std::thread::sleep(Duration::from_millis(700));
         connect.kill();
         changes.join().unwrap().unwrap();
     });
     connect.start();
-    block_on(&runtime, load.run(100)).unwrap();
+    runtime.block_on(load.run(100)).unwrap();
 
     // DDL mid-stream
-    block_on(&runtime, load.change_schema()).unwrap();
-    block_on(&runtime, load.run(200)).unwrap();
+    runtime.block_on(load.change_schema()).unwrap();
+    runtime.block_on(load.run(200)).unwrap();
 
     // Spark commits to our tables (which exist once the stream has caught up) while the
     // stream goes on
-    let markers = block_on(&runtime, load.marker()).unwrap();
+    let markers = runtime.block_on(load.marker()).unwrap();
     until_debezium_has_sent(&up, &name, markers, &mut connect);
     sinks.wait_until_durable(&up.ends(&name));
     let writes = std::thread::scope(|s| {
         let spark = s.spawn(|| spark_writes(&spark_catalog, 2));
-        block_on(&runtime, load.run(300)).unwrap();
+        runtime.block_on(load.run(300)).unwrap();
         spark.join().unwrap()
     });
     assert!(!writes.is_empty(), "Spark committed nothing");
 
     // the broker down for 20 s while the database changes
     up.broker("stop");
-    block_on(&runtime, load.run(100)).unwrap();
+    runtime.block_on(load.run(100)).unwrap();
     std::thread::sleep(Duration::from_secs(20));
     sinks.assert_alive();
     up.broker("start");
 
-    block_on(&runtime, load.truncate_lines(40)).unwrap();
-    block_on(&runtime, load.run(200)).unwrap();
+    runtime.block_on(load.truncate_lines(40)).unwrap();
+    runtime.block_on(load.run(200)).unwrap();
     sinks.kill_nine_and_restart(1);
-    block_on(&runtime, load.run(150)).unwrap();
+    runtime.block_on(load.run(150)).unwrap();
     sinks.kill_nine_and_restart(0);
-    block_on(&runtime, load.run(150)).unwrap();
+    runtime.block_on(load.run(150)).unwrap();
 
-    let markers = block_on(&runtime, load.marker()).unwrap();
+    let markers = runtime.block_on(load.marker()).unwrap();
     until_debezium_has_sent(&up, &name, markers, &mut connect);
     let ends = up.ends(&name);
     sinks.wait_until_durable(&ends);
@@ -547,8 +545,10 @@ fn postgres_through_debezium_and_kafka_to_iceberg_equals_the_source_read_by_spar
         "Debezium sent {resent} events twice; {}",
         what_the_sinks_met(dir.path())
     );
-    block_on(&runtime, load.close());
-    block_on(&runtime, workload::drop_database(&up.admin_uri, &name)).unwrap();
+    runtime.block_on(load.close());
+    runtime
+        .block_on(workload::drop_database(&up.admin_uri, &name))
+        .unwrap();
     let _ = std::fs::remove_dir_all(dir.path());
 }
 

@@ -408,10 +408,17 @@ pub mod readers {
     }
 
     fn run_script(script: &str, catalog: &PyCatalog, table: &str, args: &[&str]) -> Vec<u8> {
+        let mut with_table = vec!["--table", table];
+        with_table.extend_from_slice(args);
+        run_on_catalog(script, catalog, &with_table)
+    }
+
+    /// Runs `tests/readers/<script>` with the catalog's options and `args`; its stdout.
+    fn run_on_catalog(script: &str, catalog: &PyCatalog, args: &[&str]) -> Vec<u8> {
         let out = std::process::Command::new(python())
             .arg(workspace().join("tests/readers").join(script))
             .args(["--catalog-uri", &sqlalchemy_uri(catalog.uri)])
-            .args(["--catalog-name", catalog.name, "--table", table])
+            .args(["--catalog-name", catalog.name])
             .args(catalog.s3.map(|s3| s3.reader_args()).unwrap_or_default())
             .args(args)
             .output()
@@ -457,23 +464,24 @@ pub mod readers {
         tables: &[(String, String)],
     ) -> Value {
         let pairs: Vec<String> = tables.iter().map(|(s, t)| format!("{s}={t}")).collect();
-        let out = std::process::Command::new(python())
-            .arg(workspace().join("tests/readers/compare_source.py"))
-            .args(["--source-dsn", source_uri])
-            .args(["--catalog-uri", &sqlalchemy_uri(catalog.uri)])
-            .args(["--catalog-name", catalog.name])
-            .args(["--spark", &crate::spark::address()])
-            .args(["--spark-uri", catalog.uri, "--spark-warehouse", warehouse])
-            .args(["--tables", &pairs.join(",")])
-            .args(catalog.s3.map(|s3| s3.reader_args()).unwrap_or_default())
-            .output()
-            .expect("run Python");
-        assert!(
-            out.status.success(),
-            "compare_source.py failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let spark = crate::spark::address();
+        let out = run_on_catalog(
+            "compare_source.py",
+            catalog,
+            &[
+                "--source-dsn",
+                source_uri,
+                "--spark",
+                &spark,
+                "--spark-uri",
+                catalog.uri,
+                "--spark-warehouse",
+                warehouse,
+                "--tables",
+                &pairs.join(","),
+            ],
         );
-        serde_json::from_slice(&out.stdout).expect("compare_source.py prints JSON")
+        serde_json::from_slice(&out).expect("compare_source.py prints JSON")
     }
 
     /// Appends rows with PyIceberg: a foreign writer.

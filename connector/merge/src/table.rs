@@ -617,27 +617,7 @@ impl CdcTable {
         }
         self.carry_unchanged(&mut plan.changes, plan.truncate)
             .await?;
-        for change in &plan.changes {
-            if let Action::Upsert { carry, row } = &change.action {
-                if !carry.is_empty() {
-                    let (n, sample) = &mut applied.unresolved_unchanged;
-                    *n += 1;
-                    if sample.len() < UNRESOLVED_SAMPLE {
-                        let key: Vec<String> = self
-                            .keys
-                            .names()
-                            .map(|k| {
-                                format!(
-                                    "{k}={}",
-                                    row.values.get(k).unwrap_or(&serde_json::Value::Null)
-                                )
-                            })
-                            .collect();
-                        sample.push(format!("{} ({})", key.join(" "), carry.join(", ")));
-                    }
-                }
-            }
-        }
+        applied.unresolved_unchanged = unresolved_unchanged(&plan.changes, &self.keys);
         let evolved = self.evolve_for(records, &plan.changes)?;
 
         let mut upsert_keys: Vec<Key> = Vec::new();
@@ -918,6 +898,38 @@ impl CdcTable {
         }
         Ok(())
     }
+}
+
+/// The upserts whose unchanged-TOAST columns [`CdcTable::carry_unchanged`] found no value
+/// for: how many, and up to [`UNRESOLVED_SAMPLE`] of them as `key=value … (columns)`.
+fn unresolved_unchanged(
+    changes: &[crate::plan::KeyChange],
+    keys: &KeyColumns,
+) -> (u64, Vec<String>) {
+    let mut count = 0;
+    let mut sample = Vec::new();
+    for change in changes {
+        let Action::Upsert { carry, row } = &change.action else {
+            continue;
+        };
+        if carry.is_empty() {
+            continue;
+        }
+        count += 1;
+        if sample.len() < UNRESOLVED_SAMPLE {
+            let key: Vec<String> = keys
+                .names()
+                .map(|k| {
+                    format!(
+                        "{k}={}",
+                        row.values.get(k).unwrap_or(&serde_json::Value::Null)
+                    )
+                })
+                .collect();
+            sample.push(format!("{} ({})", key.join(" "), carry.join(", ")));
+        }
+    }
+    (count, sample)
 }
 
 /// A schema a record's columns evolve the table to: its Arrow form (for checking values) and

@@ -15,6 +15,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+/// A setting of the servers `tests/run.sh` starts (`what` names them), or a panic saying so.
+pub fn env_var(name: &str, what: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: `bash tests/run.sh` starts {what} and sets it")
+    })
+}
+
 /// `.` as a regular expression wants it.
 fn regex_escape(name: &str) -> String {
     name.replace('.', "\\.")
