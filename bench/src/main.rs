@@ -3,18 +3,17 @@
 //! See BENCHMARKS.md for the command and the figures.
 
 mod ceiling;
-mod generator;
 mod measure;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use generator::{write_file, Shape, StreamSpec, Written};
 use iceberg_cdc_merge::CatalogConfig;
 use measure::{bytes_under, commit_field, percentile, table_facts, TableFacts};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use testkit::stream::{self, write_file, Length, Spec as StreamSpec, Written};
 
 #[derive(Parser)]
 #[command(about = "Benchmarks of the Debezium -> Iceberg connector and its alternatives")]
@@ -44,12 +43,31 @@ struct StreamArgs {
     #[arg(long, default_value_t = 0.2)]
     moves: f64,
     #[arg(long, value_enum, default_value = "products")]
-    shape: Shape,
+    shape: ShapeArg,
     /// Without the JSON converter's schema wrapper.
     #[arg(long)]
     no_wrapper: bool,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+}
+
+/// The table shapes of the benchmark's streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ShapeArg {
+    /// The old job's table: id, name, description, price, on_offer (and listed_on, the date
+    /// the table is partitioned by).
+    Products,
+    /// id, name, listed_on and 27 more columns of mixed types.
+    Wide,
+}
+
+impl From<ShapeArg> for stream::Shape {
+    fn from(s: ShapeArg) -> stream::Shape {
+        match s {
+            ShapeArg::Products => stream::Shape::Products,
+            ShapeArg::Wide => stream::Shape::Wide,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -124,13 +142,17 @@ impl StreamArgs {
             bail!("--mix must add up to 100");
         }
         Ok(StreamSpec {
-            events: self.events.unwrap_or(events),
+            events: self.events.unwrap_or(events) as usize,
+            length: Length::Changes,
             keys: self.keys.unwrap_or(keys),
             mix: (c, u, d),
             moves: self.moves,
-            shape: self.shape,
+            shape: self.shape.into(),
             wrapper: !self.no_wrapper,
             seed: self.seed,
+            full_before: true,
+            keep_rows: false,
+            ..StreamSpec::default()
         })
     }
 }
@@ -165,7 +187,7 @@ fn main() -> Result<()> {
                 written.events,
                 written.messages,
                 written.bytes,
-                written.model.live()
+                written.only_versions().live()
             );
             Ok(())
         }
@@ -242,7 +264,7 @@ fn produce(spec: &StreamSpec, bootstrap: &str, topic: &str) -> Result<Written> {
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "200000")
         .create()?;
-    let written = generator::write_stream(spec, |key, value| {
+    let written = stream::write_stream(spec, |_, key, value| {
         let mut record = BaseRecord::to(topic).key(key);
         if let Some(v) = value {
             record = record.payload(v);
@@ -347,7 +369,7 @@ impl Bench {
     fn config(&self, dir: &Path, source: &str) -> Result<PathBuf> {
         let text = format!(
             "apiVersion: 0.2.0\n\
-             meta:\n  name: bench-sink\n  type: iceberg-cdc-sink\n  version: 0.1.0\n  topic: bench\n\
+             meta:\n  name: bench-sink\n  type: iceberg-cdc-sink\n  version: 0.1.0\n  topic:\n    meta:\n      name: bench\n\
              transforms:\n  - uses: cdc-iceberg/debezium-cdc@0.1.0\n\
              iceberg:\n  source:\n{source}\
              \x20 catalog:\n    uri: sqlite://{dir}/catalog.db\n    warehouse: file://{dir}/warehouse\n\
@@ -384,9 +406,11 @@ impl Bench {
         let commits = commit_field(&run.stderr, "commit_ms");
         let ages = commit_field(&run.stderr, "age_ms");
         let seconds = run.wall.as_secs_f64();
-        let facts =
-            self.runtime
-                .block_on(table_facts(&catalog(dir), table, Some(&written.model)))?;
+        let facts = self.runtime.block_on(table_facts(
+            &catalog(dir),
+            table,
+            Some(&written.only_versions()),
+        ))?;
         let (reopen, _, per_key) = self
             .runtime
             .block_on(measure::reopen(&catalog(dir), table))?;
@@ -423,7 +447,7 @@ impl Bench {
             written.bytes / 1_000_000,
             t.elapsed().as_secs_f64()
         );
-        let table = generator::table_ident(spec.shape);
+        let table = spec.shape.table().to_owned();
         let mut contenders = Vec::new();
 
         // 1. ours, file source
@@ -571,7 +595,7 @@ impl Bench {
         Ok(Results {
             events: written.events,
             keys: spec.keys,
-            live_keys_at_end: written.model.live(),
+            live_keys_at_end: written.only_versions().live(),
             ops: written.ops,
             input_bytes: written.bytes,
             shape: format!("{:?}", spec.shape),
@@ -610,18 +634,21 @@ impl Bench {
             let t = catalog
                 .load_existing(&iceberg::TableIdent::from_strs(table.split('.'))?)
                 .await?;
-            let policy = iceberg_cdc_merge::compaction::CompactionPolicy {
+            let policy = iceberg_cdc_merge::maintenance::compaction::CompactionPolicy {
                 min_input_files: 2,
                 max_input_bytes: u64::MAX,
                 ..Default::default()
             };
-            let out = iceberg_cdc_merge::compaction::compact(&catalog, &t, &policy).await?;
+            let out =
+                iceberg_cdc_merge::maintenance::compaction::compact(&catalog, &t, &policy).await?;
             anyhow::Ok(out.report)
         })?;
         let after = self.duckdb_scan(dir, table)?;
-        let facts_after =
-            self.runtime
-                .block_on(table_facts(&catalog(dir), table, Some(&written.model)))?;
+        let facts_after = self.runtime.block_on(table_facts(
+            &catalog(dir),
+            table,
+            Some(&written.only_versions()),
+        ))?;
         let seconds = report.elapsed.as_secs_f64();
         Ok(CompactionFigure {
             bytes_read: report.bytes_read,

@@ -1,18 +1,18 @@
 //! Measuring a contender: a child process's wall time and peak RSS (its `VmHWM`, sampled
 //! until it exits), commit latencies from the connector's log, and what a table holds.
 
-use crate::generator::Model;
 use anyhow::{bail, Context, Result};
 use futures::TryStreamExt;
 use iceberg::spec::DataContentType;
 use iceberg::TableIdent;
-use iceberg_cdc_merge::arrow_rows::value_at;
 use iceberg_cdc_merge::commit::live_files;
+use iceberg_cdc_merge::io::rows::value_at;
 use iceberg_cdc_merge::{Catalog, CatalogConfig, CdcTable, TableOptions};
 use serde::Serialize;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::stream::Versions as Model;
 
 /// A finished child process.
 pub struct Finished {

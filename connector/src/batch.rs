@@ -1,5 +1,6 @@
 //! Open batches, one per table, and when each is due: by record count, bytes or age (the
-//! commit interval), whichever comes first. Pure bookkeeping; the sink does the I/O.
+//! commit interval), whichever comes first. Each change keeps its source position beside
+//! it. Pure bookkeeping; the commit stage does the I/O.
 
 use crate::source::Partition;
 use debezium_cdc::record::ChangeRecord;
@@ -120,26 +121,20 @@ impl Batches {
         self.open.values().map(|b| b.records.len()).sum()
     }
 
-    /// Per partition, the offset below which every record is durable once `committing` (if
-    /// any) is committed: the first offset of any other open batch, else `next_read`.
-    pub fn low_watermark(
-        &self,
-        committing: Option<&TableIdent>,
-        next_read: &BTreeMap<Partition, i64>,
-    ) -> BTreeMap<Partition, i64> {
-        let mut out = next_read.clone();
-        for (table, batch) in &self.open {
-            if Some(table) == committing {
-                continue;
-            }
-            for (partition, (first, _)) in &batch.span {
-                let w = out.entry(partition.clone()).or_insert(*first);
-                *w = (*w).min(*first);
-            }
-        }
-        for (partition, first) in self.held.values().flatten() {
-            let w = out.entry(partition.clone()).or_insert(*first);
-            *w = (*w).min(*first);
+    /// Per partition, the first offset not yet durable once `committing` (if any) is
+    /// committed: the first offset of any other open batch, or one a paused table holds
+    /// back. The ledger lowers its read positions to these for the checkpoint.
+    pub fn waiting(&self, committing: Option<&TableIdent>) -> BTreeMap<Partition, i64> {
+        let mut out: BTreeMap<Partition, i64> = BTreeMap::new();
+        let open = self
+            .open
+            .iter()
+            .filter(|(table, _)| Some(*table) != committing)
+            .flat_map(|(_, batch)| batch.span.iter().map(|(p, (first, _))| (p, *first)));
+        let held = self.held.values().flatten().map(|(p, first)| (p, *first));
+        for (partition, first) in open.chain(held) {
+            let w = out.entry(partition.clone()).or_insert(first);
+            *w = (*w).min(first);
         }
         out
     }
@@ -196,35 +191,22 @@ mod tests {
     }
 
     #[test]
-    fn low_watermark_is_the_oldest_other_open_record() {
+    fn waiting_is_the_oldest_other_open_record() {
         let now = Instant::now();
         let mut b = Batches::default();
         b.push(t("a"), rec(), &p0(), 5, 1, now);
         b.push(t("b"), rec(), &p0(), 7, 1, now);
         b.push(t("a"), rec(), &p0(), 9, 1, now);
-        let next = BTreeMap::from([(p0(), 10)]);
-        assert_eq!(
-            b.low_watermark(Some(&t("a")), &next),
-            BTreeMap::from([(p0(), 7)])
-        );
-        assert_eq!(
-            b.low_watermark(Some(&t("b")), &next),
-            BTreeMap::from([(p0(), 5)])
-        );
-        assert_eq!(b.low_watermark(None, &next), BTreeMap::from([(p0(), 5)]));
+        assert_eq!(b.waiting(Some(&t("a"))), BTreeMap::from([(p0(), 7)]));
+        assert_eq!(b.waiting(Some(&t("b"))), BTreeMap::from([(p0(), 5)]));
+        assert_eq!(b.waiting(None), BTreeMap::from([(p0(), 5)]));
         b.take(&t("b"));
-        assert_eq!(
-            b.low_watermark(Some(&t("a")), &next),
-            BTreeMap::from([(p0(), 10)])
-        );
+        assert_eq!(b.waiting(Some(&t("a"))), BTreeMap::new());
         assert_eq!(b.take(&t("a")).unwrap().span[&p0()], (5, 9));
         // a paused table holds its first unapplied record back, whoever commits
         b.hold(&t("c"), &p0(), 8);
         b.hold(&t("c"), &p0(), 9);
-        assert_eq!(
-            b.low_watermark(Some(&t("c")), &next),
-            BTreeMap::from([(p0(), 8)])
-        );
-        assert_eq!(b.low_watermark(None, &next), BTreeMap::from([(p0(), 8)]));
+        assert_eq!(b.waiting(Some(&t("c"))), BTreeMap::from([(p0(), 8)]));
+        assert_eq!(b.waiting(None), BTreeMap::from([(p0(), 8)]));
     }
 }

@@ -4,6 +4,7 @@
 //! also remembers what it holds, so a restart that reads the same records again (after a
 //! crash, or while a table is paused) writes each of them once.
 
+use crate::config::DeadLetterSection;
 use crate::source::Partition;
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -20,6 +21,14 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// The destination the config names (a topic or a file).
+    pub async fn open(section: &DeadLetterSection) -> Result<DeadLetter> {
+        match section.topic.as_deref() {
+            Some(topic) => DeadLetter::to_topic(topic).await,
+            None => DeadLetter::to_file(section.file.clone()),
+        }
+    }
+
     /// Dead letters to a Fluvio topic (created beforehand, like any topic).
     pub async fn to_topic(topic: &str) -> Result<DeadLetter> {
         let fluvio = fluvio::Fluvio::connect()

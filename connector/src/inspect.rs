@@ -2,11 +2,11 @@
 //! each committed, and its current rows.
 
 use crate::config::ConnectorConfig;
-use crate::sink::{CHECKPOINT_KEY, CONNECTOR_KEY, OFFSETS_KEY};
+use crate::ledger::{CHECKPOINT_KEY, CONNECTOR_KEY, OFFSETS_KEY};
 use anyhow::{Context, Result};
 use futures::TryStreamExt;
 use iceberg::TableIdent;
-use iceberg_cdc_merge::arrow_rows::value_at;
+use iceberg_cdc_merge::io::rows::value_at;
 use iceberg_cdc_merge::Catalog;
 use serde_json::{Map, Value};
 use std::io::Write;

@@ -1,26 +1,27 @@
 //! `iceberg-cdc-sink`: Debezium change streams into Apache Iceberg tables, as a Fluvio sink
-//! connector. Data path: source -> transform (the debezium-cdc SmartModule) -> batch ->
-//! merge -> commit (see `sink.rs`).
+//! connector. Data path: source -> transform (the debezium-cdc SmartModule) -> route ->
+//! batch -> merge/commit -> acknowledge (`sink.rs`; ARCHITECTURE.md has the map).
 //!
 //! As cdk runs it: `iceberg-cdc-sink --config <file> [--secrets <file>]`.
 
 mod batch;
+mod commit;
 mod config;
 mod dead_letter;
 mod inspect;
+mod ledger;
 mod maintenance;
-mod router;
+mod route;
 mod sink;
 mod source;
+mod stats;
+mod tables;
 mod transform;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use config::{ConnectorConfig, Secrets};
-use debezium_cdc::record::CdcRecord;
-use source::file::{FileSource, LineFormat};
-use std::collections::BTreeMap;
-use std::io::Write;
+use source::file::LineFormat;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -56,10 +57,10 @@ enum Command {
         tables: Vec<String>,
         /// Only this task (repeatable), even when the config switches it off.
         #[arg(long = "only", value_enum)]
-        tasks: Vec<maintenance::Task>,
+        tasks: Vec<config::Task>,
         /// Orphan removal's safety window (`3d`, `12h`) instead of the config's.
-        #[arg(long, value_parser = |s: &str| maintenance::parse_span(s).map_err(|e| e.to_string()))]
-        orphans_older_than: Option<maintenance::Span>,
+        #[arg(long, value_parser = |s: &str| config::parse_span(s).map_err(|e| e.to_string()))]
+        orphans_older_than: Option<config::Span>,
     },
     /// Run the debezium-cdc SmartModule (in Fluvio's engine, in-process) over a file of
     /// Debezium messages and print the CDC records as JSON lines.
@@ -75,7 +76,7 @@ struct TransformArgs {
     #[arg(long, value_enum, default_value = "value")]
     format: LineFormat,
     /// The compiled SmartModule.
-    #[arg(long, env = "DEBEZIUM_CDC_WASM", default_value = sink::DEFAULT_WASM)]
+    #[arg(long, env = "DEBEZIUM_CDC_WASM", default_value = transform::DEFAULT_WASM)]
     wasm: PathBuf,
     /// A SmartModule parameter, `name=value` (repeatable), as under `with:` in a config.
     #[arg(long = "param", value_parser = parse_param)]
@@ -215,62 +216,10 @@ async fn wait_for_signal() {
 }
 
 fn run_transform(args: TransformArgs) -> Result<()> {
-    let mut source = FileSource::open(&args.input, args.format, 0)?;
-    let mut chain = transform::Chain::new(&[transform::Step {
-        name: sink::SMARTMODULE_NAME.to_owned(),
-        wasm: args.wasm.clone(),
+    let step = transform::Step {
+        name: transform::SMARTMODULE_NAME.to_owned(),
+        wasm: args.wasm,
         params: args.params.into_iter().collect(),
-    }])?;
-    let stdout = std::io::stdout();
-    let mut changes = std::io::BufWriter::new(stdout.lock());
-    let mut dead_letter = match &args.dead_letter {
-        Some(path) => Some(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        )),
-        None => None,
     };
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    let (mut read, mut emitted) = (0usize, 0usize);
-    // chunk by chunk: the SmartModule's memory holds one chunk at a time
-    loop {
-        let chunk = source.next_chunk(2_000)?;
-        if chunk.is_empty() {
-            break;
-        }
-        read += chunk.len();
-        let out = chain.apply(&chunk)?;
-        emitted += out.len();
-        for record in &out {
-            let parsed: CdcRecord = serde_json::from_slice(&record.value).with_context(|| {
-                format!(
-                    "offset {}: the SmartModule emitted a record that is not a CDC record",
-                    record.offset
-                )
-            })?;
-            let (label, dropped) = match &parsed {
-                CdcRecord::Change(c) => (format!("op {}", c.op.code()), &c.dropped),
-                CdcRecord::Error(e) => ("error".to_owned(), &e.dropped),
-            };
-            *counts.entry(label).or_default() += 1;
-            for (reason, n) in dropped {
-                *counts.entry(format!("dropped {reason}")).or_default() += n;
-            }
-            let sink: &mut dyn Write = match (&parsed, dead_letter.as_mut()) {
-                (CdcRecord::Error(_), Some(f)) => f,
-                _ => &mut changes,
-            };
-            sink.write_all(&record.value)?;
-            sink.write_all(b"\n")?;
-        }
-    }
-    changes.flush()?;
-    if let Some(f) = dead_letter.as_mut() {
-        f.flush()?;
-    }
-    let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-    eprintln!(
-        "{read} messages in, {emitted} records out ({})",
-        summary.join(", ")
-    );
-    Ok(())
+    transform::run_command(&args.input, args.format, step, args.dead_letter.as_deref())
 }

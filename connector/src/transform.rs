@@ -6,8 +6,9 @@
 //! run loop merges and commits one batch, the next chunks go through SmartModule instances
 //! side by side and are decoded into CDC records.
 
-use crate::source::kafka::Revocation;
-use crate::source::{Partition, SourceRecord};
+use crate::config::ConnectorConfig;
+use crate::source::file::{FileSource, LineFormat};
+use crate::source::{Chunks, Partition, Revocation, SourceRecord};
 use anyhow::{anyhow, bail, Context, Result};
 use debezium_cdc::record::CdcRecord;
 use fluvio_smartengine::{
@@ -17,9 +18,41 @@ use fluvio_smartengine::{
 use fluvio_smartmodule::dataplane::smartmodule::SmartModuleInput;
 use fluvio_smartmodule::Record;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
+
+/// Where `smartmodule/build-wasm.sh` puts our SmartModule.
+pub const DEFAULT_WASM: &str = "target/wasm32-unknown-unknown/release-lto/debezium_cdc.wasm";
+pub const SMARTMODULE_NAME: &str = "cdc-iceberg/debezium-cdc@0.1.0";
+
+/// The `transforms:` chain, one instance per transform worker.
+pub fn chains(config: &ConnectorConfig) -> Result<Vec<Chain>> {
+    let steps = config
+        .transforms
+        .iter()
+        .map(|t| {
+            let wasm = match config.iceberg.smartmodules.get(&t.uses) {
+                Some(path) => path.clone(),
+                None if t.uses == SMARTMODULE_NAME => PathBuf::from(DEFAULT_WASM),
+                None => bail!(
+                    "transforms: `{}` has no local .wasm; add it under iceberg.smartmodules",
+                    t.uses
+                ),
+            };
+            Ok(Step {
+                name: t.uses.clone(),
+                wasm,
+                params: t.params()?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if steps.is_empty() {
+        bail!("the file source needs the debezium-cdc SmartModule under transforms:");
+    }
+    (0..workers()).map(|_| Chain::new(&steps)).collect()
+}
 
 /// One SmartModule of a chain: its compiled module and its params.
 #[derive(Debug, Clone)]
@@ -176,7 +209,7 @@ type Job = (Vec<SourceRecord>, oneshot::Sender<Result<Arrival>>);
 /// source ends the stage.
 pub fn spawn(
     chains: Vec<Chain>,
-    mut chunks: mpsc::Receiver<Result<Vec<SourceRecord>>>,
+    mut chunks: Chunks,
     mut revocations: Option<mpsc::Receiver<Revocation>>,
 ) -> Result<mpsc::Receiver<Result<Arrival>>> {
     let workers: Vec<Option<Chain>> = if chains.is_empty() {
@@ -300,4 +333,69 @@ fn transform(chain: Option<&mut Chain>, chunk: Vec<SourceRecord>) -> Result<Arri
         unreadable,
         records,
     }))
+}
+
+/// The `transform` command: the SmartModule over a file of Debezium messages, chunk by chunk
+/// (its memory holds one chunk at a time), the CDC records printed as JSON lines and a
+/// count of each kind on stderr.
+pub fn run_command(
+    input: &str,
+    format: LineFormat,
+    step: Step,
+    dead_letter: Option<&Path>,
+) -> Result<()> {
+    let mut source = FileSource::open(input, format, 0)?;
+    let mut chain = Chain::new(&[step])?;
+    let stdout = std::io::stdout();
+    let mut changes = std::io::BufWriter::new(stdout.lock());
+    let mut dead_letter = match dead_letter {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut read, mut emitted) = (0usize, 0usize);
+    // chunk by chunk: the SmartModule's memory holds one chunk at a time
+    loop {
+        let chunk = source.next_chunk(2_000)?;
+        if chunk.is_empty() {
+            break;
+        }
+        read += chunk.len();
+        let out = chain.apply(&chunk)?;
+        emitted += out.len();
+        for record in &out {
+            let parsed: CdcRecord = serde_json::from_slice(&record.value).with_context(|| {
+                format!(
+                    "offset {}: the SmartModule emitted a record that is not a CDC record",
+                    record.offset
+                )
+            })?;
+            let (label, dropped) = match &parsed {
+                CdcRecord::Change(c) => (format!("op {}", c.op.code()), &c.dropped),
+                CdcRecord::Error(e) => ("error".to_owned(), &e.dropped),
+            };
+            *counts.entry(label).or_default() += 1;
+            for (reason, n) in dropped {
+                *counts.entry(format!("dropped {reason}")).or_default() += n;
+            }
+            let sink: &mut dyn Write = match (&parsed, dead_letter.as_mut()) {
+                (CdcRecord::Error(_), Some(f)) => f,
+                _ => &mut changes,
+            };
+            sink.write_all(&record.value)?;
+            sink.write_all(b"\n")?;
+        }
+    }
+    changes.flush()?;
+    if let Some(f) = dead_letter.as_mut() {
+        f.flush()?;
+    }
+    let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    eprintln!(
+        "{read} messages in, {emitted} records out ({})",
+        summary.join(", ")
+    );
+    Ok(())
 }

@@ -2,13 +2,13 @@
 //! tables read back by PyIceberg and DuckDB; restarts; `kill -9` at random moments.
 
 use base64::Engine as _;
-use cdc_tests::readers::{self, PyCatalog};
-use cdc_tests::stream::{generate, table_rows, Spec};
-use cdc_tests::{workspace, SinkConfig};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+use testkit::readers::{self, PyCatalog};
+use testkit::stream::{generate, table_rows, Spec};
+use testkit::{workspace, SinkConfig};
 
 fn config(dir: &Path, input: &Path, extra: &str) -> PathBuf {
     SinkConfig {
@@ -84,7 +84,7 @@ fn sample_products_land_in_iceberg_and_the_bad_record_in_the_dead_letter_file() 
     let cfg = config(dir.path(), &input, "");
     run(&cfg);
     let (py, duck) = read(dir.path(), "public.products", "id,name,price,on_offer");
-    let expected = cdc_tests::products_final_rows();
+    let expected = testkit::products_final_rows();
     assert_eq!(py, expected, "PyIceberg");
     assert_eq!(duck, expected, "DuckDB");
     let dead = dead_letters(dir.path());
@@ -126,7 +126,7 @@ fn a_line_without_a_tab_is_dead_lettered_and_the_rest_flows() {
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     run(&config(dir.path(), &input, ""));
     let (py, duck) = read(dir.path(), "public.products", "id,name,price,on_offer");
-    let expected = cdc_tests::products_final_rows();
+    let expected = testkit::products_final_rows();
     assert_eq!(py, expected, "PyIceberg");
     assert_eq!(duck, expected, "DuckDB");
     let dead = dead_letters(dir.path());
@@ -168,6 +168,7 @@ fn kill_nine_then_exactly_once(two_column_key: bool) {
         seed: 42,
         bad_every: Some(997),
         two_column_key,
+        ..Spec::default()
     });
     let input = dir.path().join("events.kv");
     std::fs::write(&input, stream.lines.join("\n") + "\n").unwrap();
@@ -177,13 +178,12 @@ fn kill_nine_then_exactly_once(two_column_key: bool) {
         "  batch:\n    max-records: 700\n  tables:\n    partition-by: month(day)\n",
     );
 
-    let mut seed: u64 = 9;
+    let mut rng = testkit::Lcg(9);
     let mut kills = 0;
     let mut finished = false;
     while kills < 10 {
         let mut child = connector(&cfg).spawn().unwrap();
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        let wait = Duration::from_millis(300 + (seed >> 33) % 2500);
+        let wait = Duration::from_millis(300 + rng.below(2500));
         let started = Instant::now();
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -250,6 +250,7 @@ fn sigterm_commits_the_open_batch_and_a_restart_finishes() {
         seed: 5,
         bad_every: None,
         two_column_key: false,
+        ..Spec::default()
     });
     // batches never fill and never age: only the stop commits
     let slow = "  batch:\n    max-records: 1000000\n    interval-ms: 3600000\n";

@@ -3,12 +3,12 @@
 //! events, runs the connector with `transforms:` on the SPU and checks the table), and says
 //! that it was skipped otherwise. CI has no Fluvio binaries (they are not on any registry).
 
-use cdc_tests::readers::{self, PyCatalog};
-use cdc_tests::{wasm_path, workspace};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use testkit::readers::{self, PyCatalog};
+use testkit::{wasm_path, workspace};
 
 fn on_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
@@ -150,7 +150,7 @@ iceberg:
         .arg(&config)
         .spawn()
         .unwrap();
-    let expected = cdc_tests::products_final_rows();
+    let expected = testkit::products_final_rows();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut got = None;
     while Instant::now() < deadline {

@@ -8,11 +8,11 @@
 
 mod kafka;
 
-use cdc_tests::stream::Generated;
 use kafka::*;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use std::time::Duration;
+use testkit::stream::Generated;
 
 /// Creates the `shop` topics on the mock cluster and produces the stream into them.
 fn produce_on(
@@ -181,7 +181,7 @@ fn a_topic_created_after_start_is_read_from_its_first_record() {
     wait_until_durable(dir.path(), &ends, running);
     stop(child.0.take().expect("the connector"));
     let (py, duck) = read_table(dir.path(), "sales.refunds");
-    let want = cdc_tests::stream::table_rows(&stream.model, "sales.refunds");
+    let want = testkit::stream::table_rows(&stream.model, "sales.refunds");
     assert_eq!(py, want, "PyIceberg");
     assert_eq!(duck, want, "DuckDB");
     assert_eq!(
@@ -253,7 +253,7 @@ fn an_offset_the_broker_no_longer_has_is_a_named_error_and_the_other_topics_flow
     stop(child.0.take().expect("the connector"));
     for table in ["public.orders", "public.items"] {
         let (py, duck) = read_table(dir.path(), table);
-        let want = cdc_tests::stream::table_rows(&stream.model, table);
+        let want = testkit::stream::table_rows(&stream.model, table);
         assert_eq!(py, want, "PyIceberg, {table}");
         assert_eq!(duck, want, "DuckDB, {table}");
     }

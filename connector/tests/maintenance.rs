@@ -3,9 +3,6 @@
 //! `maintain`; the tables read back by PyIceberg and DuckDB equal the model, and a restart
 //! after expiry resumes exactly.
 
-use cdc_tests::readers::{self, PyCatalog};
-use cdc_tests::stream::{generate, table_rows, Generated, Spec};
-use cdc_tests::SinkConfig;
 use iceberg::spec::DataContentType;
 use iceberg::TableIdent;
 use iceberg_cdc_merge::commit::{live_files, referenced_files};
@@ -13,6 +10,9 @@ use iceberg_cdc_merge::{Catalog, CatalogConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
+use testkit::readers::{self, PyCatalog};
+use testkit::stream::{generate, table_rows, Generated, Spec};
+use testkit::SinkConfig;
 
 const TABLES: [&str; 2] = ["public.orders", "public.items"];
 
@@ -144,6 +144,7 @@ fn spec() -> Spec {
         seed: 77,
         bad_every: None,
         two_column_key: false,
+        ..Spec::default()
     }
 }
 

@@ -4,10 +4,6 @@
 //! message that says which, leaving nothing behind. `tests/run.sh` starts Ceph
 //! (`tests/ceph.sh`) and exports where it is.
 
-use cdc_tests::ceph::Ceph;
-use cdc_tests::readers::{self, PyCatalog};
-use cdc_tests::stream::{generate, table_rows, Spec};
-use cdc_tests::{workspace, SinkConfig};
 use iceberg::TableIdent;
 use iceberg_cdc_merge::{Catalog, CatalogConfig, S3Settings, Storage};
 use serde_json::Value;
@@ -15,6 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use testkit::ceph::Ceph;
+use testkit::readers::{self, PyCatalog};
+use testkit::stream::{generate, table_rows, Spec};
+use testkit::{workspace, SinkConfig};
 
 /// One test at a time: one of them stops the shared gateway.
 static GATEWAY: Mutex<()> = Mutex::new(());
@@ -98,7 +98,7 @@ fn read(ceph: &Ceph, dir: &Path, table: &str, columns: &str) -> (Value, Value) {
 /// PyIceberg and DuckDB read the sample's final products from Ceph.
 fn assert_products_read_back(ceph: &Ceph, dir: &Path) {
     let (py, duck) = read(ceph, dir, "public.products", "id,name,price,on_offer");
-    let want = cdc_tests::products_final_rows();
+    let want = testkit::products_final_rows();
     assert_eq!(py, want, "PyIceberg");
     assert_eq!(duck, want, "DuckDB");
 }
@@ -177,20 +177,20 @@ fn products_land_on_ceph_and_both_readers_agree() {
 
     assert_products_read_back(&ceph, dir.path());
     // and Spark SQL, through S3FileIO on the same gateway
-    let spark_catalog = cdc_tests::spark::catalog_on(
+    let spark_catalog = testkit::spark::catalog_on(
         "cdc",
         &format!("sqlite://{}/catalog.db", dir.path().display()),
         &warehouse,
         &ceph,
     );
-    let spark_rows = cdc_tests::spark::sql(
+    let spark_rows = testkit::spark::sql(
         &spark_catalog,
         "SELECT id, name, price, on_offer FROM cdc.public.products ORDER BY id",
     )
     .unwrap_or_else(|e| panic!("Spark: {e}"));
     assert_eq!(
         Value::Array(spark_rows),
-        cdc_tests::products_final_rows(),
+        testkit::products_final_rows(),
         "Spark"
     );
     let keys = ceph.keys(&bucket);
@@ -259,8 +259,8 @@ fn https_endpoint_with_a_private_ca() {
         "public.products",
         "id,name,price,on_offer",
     );
-    assert_eq!(py, cdc_tests::products_final_rows(), "PyIceberg");
-    assert_eq!(duck, cdc_tests::products_final_rows(), "DuckDB");
+    assert_eq!(py, testkit::products_final_rows(), "PyIceberg");
+    assert_eq!(duck, testkit::products_final_rows(), "DuckDB");
 }
 
 /// A connector reading stdin, its log collected.
@@ -339,7 +339,7 @@ impl StdinRun {
 }
 
 /// The outage tests' stream: two tables, bad records among the events.
-fn outage_stream() -> (Vec<String>, cdc_tests::stream::Generated) {
+fn outage_stream() -> (Vec<String>, testkit::stream::Generated) {
     let tables = vec!["public.orders".to_owned(), "sales.refunds".to_owned()];
     let stream = generate(&Spec {
         events: 12_000,
@@ -348,6 +348,7 @@ fn outage_stream() -> (Vec<String>, cdc_tests::stream::Generated) {
         seed: 77,
         bad_every: Some(1499),
         two_column_key: false,
+        ..Spec::default()
     });
     (tables, stream)
 }
@@ -358,7 +359,7 @@ fn check_tables(
     dir: &Path,
     warehouse: &str,
     tables: &[String],
-    stream: &cdc_tests::stream::Generated,
+    stream: &testkit::stream::Generated,
 ) {
     for table in tables {
         let (py, duck) = read(ceph, dir, table, "id,name,price,qty,day");

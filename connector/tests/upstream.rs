@@ -13,9 +13,6 @@
 
 mod kafka;
 
-use cdc_tests::readers::{self, PyCatalog};
-use cdc_tests::workload::{self, Workload, PARTITION_COLUMN, TABLES};
-use cdc_tests::{spark, SinkConfig};
 use kafka::{durable_positions, Running};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
@@ -24,6 +21,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::readers::{self, PyCatalog};
+use testkit::workload::{self, Workload, PARTITION_COLUMN, TABLES};
+use testkit::{spark, SinkConfig};
 
 fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -77,9 +77,20 @@ impl Upstream {
                 continue;
             }
             for p in topic.partitions() {
-                let (_, high) = consumer
-                    .fetch_watermarks(topic.name(), p.id(), Duration::from_secs(10))
-                    .unwrap();
+                // a topic Debezium just created may not have its leader yet: the broker
+                // says so (NotLeaderForPartition, LeaderNotAvailable) until it has
+                let mut tries = 0;
+                let high = loop {
+                    match consumer.fetch_watermarks(topic.name(), p.id(), Duration::from_secs(10)) {
+                        Ok((_, high)) => break high,
+                        Err(e) if tries < 60 => {
+                            tries += 1;
+                            eprintln!("watermarks of {}/{} (retrying): {e}", topic.name(), p.id());
+                            std::thread::sleep(Duration::from_millis(500));
+                        }
+                        Err(e) => panic!("watermarks of {}/{}: {e}", topic.name(), p.id()),
+                    }
+                };
                 out.insert(format!("{}/{}", topic.name(), p.id()), high);
             }
         }
@@ -200,7 +211,7 @@ impl Connect {
             .args(["-Xms128m", "-Xmx512m", "-XX:+UseSerialGC"])
             .arg(format!(
                 "-Dlog4j2.configurationFile={}",
-                cdc_tests::workspace()
+                testkit::workspace()
                     .join("tests/upstream/log4j2.properties")
                     .display()
             ))

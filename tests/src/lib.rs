@@ -1,5 +1,11 @@
-//! Helpers shared by the end-to-end tests: where the compiled SmartModule is, and the
-//! Debezium sample messages in `tests/fixtures/debezium`.
+//! The testkit: what the tests, the merge engine's tests and the benchmark share.
+//!
+//! - [`stream`]: the Debezium stream generator and the model its tables must equal;
+//!   [`changes`]: change records for the merge engine directly; [`workload`]: SQL run on
+//!   a real PostgreSQL for the real-upstream tests; [`Lcg`]: the random numbers of all three.
+//! - [`readers`] (PyIceberg, DuckDB), [`spark`] (Spark SQL): the independent readers.
+//! - [`ceph`]: the test object store; the compiled SmartModule and the Debezium sample
+//!   messages in `tests/fixtures/debezium`.
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -61,7 +67,7 @@ impl SinkConfig<'_> {
         };
         let text = format!(
             "apiVersion: 0.2.0\n\
-             meta:\n  name: {name}\n  type: iceberg-cdc-sink\n  version: 0.1.0\n  topic: postgres-cdc\n\
+             meta:\n  name: {name}\n  type: iceberg-cdc-sink\n  version: 0.1.0\n  topic:\n    meta:\n      name: postgres-cdc\n\
              transforms:\n  - uses: cdc-iceberg/debezium-cdc@0.1.0\n{with}\
              iceberg:\n  source:\n{source}\
              \x20 catalog:\n    uri: sqlite://{dir}/catalog.db\n    warehouse: {warehouse}\n\
@@ -139,7 +145,8 @@ pub fn fixture_names() -> Result<Vec<String>> {
 
 pub mod workload;
 
-/// The tests' pseudo-random numbers: seeded, the same on every machine.
+/// The pseudo-random numbers of the tests, the stream generator and the benchmark: seeded,
+/// the same on every machine.
 pub struct Lcg(pub u64);
 
 impl Lcg {
@@ -156,219 +163,15 @@ impl Lcg {
     pub fn one_in(&mut self, n: u64) -> bool {
         self.below(n) == 0
     }
-}
 
-/// A deterministic stream of Debezium PostgreSQL change events (JSON converter with schemas,
-/// Kafka key and value as `KEY<TAB>VALUE` lines), and the tables it must produce.
-pub mod stream {
-    use base64::Engine as _;
-    use serde_json::{json, Value};
-    use std::collections::BTreeMap;
-
-    #[derive(Debug, Clone)]
-    pub struct Spec {
-        pub events: usize,
-        pub keys: u64,
-        pub tables: Vec<String>,
-        pub seed: u64,
-        /// Every n-th message is a bad one (invalid JSON), for the dead-letter path.
-        pub bad_every: Option<usize>,
-        /// The primary key is (`shop`, `id`), `shop` the table's first column and Debezium's
-        /// key struct listing `id` first (the model stays keyed by `id`: `shop` follows it).
-        pub two_column_key: bool,
-    }
-
-    /// Rows by table (`schema.table`) and key, in the CDC record's normalized form.
-    pub type Model = BTreeMap<String, BTreeMap<i64, Value>>;
-
-    /// One table of the model as rows, by key: what a reader must return.
-    pub fn table_rows(model: &Model, table: &str) -> Value {
-        Value::Array(
-            model
-                .get(table)
-                .map(|rows| rows.values().cloned().collect())
-                .unwrap_or_default(),
-        )
-    }
-
-    pub struct Generated {
-        pub lines: Vec<String>,
-        pub model: Model,
-        /// Line numbers of the bad messages.
-        pub bad: Vec<usize>,
-        /// The table (`schema.table`) of each line; the bad ones belong to the first table.
-        pub table_of: Vec<String>,
-    }
-
-    impl Generated {
-        /// The first `n` lines and the rest, to produce at different times (the parts carry
-        /// no model: check against the whole).
-        pub fn split_at(&self, n: usize) -> (Generated, Generated) {
-            let part = |lines: &[String], tables: &[String]| Generated {
-                lines: lines.to_vec(),
-                model: Model::new(),
-                bad: Vec::new(),
-                table_of: tables.to_vec(),
-            };
-            (
-                part(&self.lines[..n], &self.table_of[..n]),
-                part(&self.lines[n..], &self.table_of[n..]),
-            )
-        }
-
-        /// The lines as Kafka messages: (Debezium topic `<server>.<schema>.<table>`, key,
-        /// value; a tombstone has no value).
-        pub fn kafka_messages(&self, server: &str) -> Vec<(String, Vec<u8>, Option<Vec<u8>>)> {
-            self.lines
-                .iter()
-                .zip(&self.table_of)
-                .map(|(line, table)| {
-                    let (key, value) = line.split_once('\t').unwrap_or(("", line));
-                    let value = (!value.is_empty()).then(|| value.as_bytes().to_vec());
-                    (format!("{server}.{table}"), key.as_bytes().to_vec(), value)
-                })
-                .collect()
-        }
-    }
-
-    use crate::Lcg;
-
-    fn field(ty: &str, name: &str, optional: bool, logical: Option<(&str, Value)>) -> Value {
-        let mut f = json!({"type": ty, "optional": optional, "field": name});
-        if let Some((logical, params)) = logical {
-            f["name"] = json!(logical);
-            f["version"] = json!(1);
-            if !params.is_null() {
-                f["parameters"] = params;
-            }
-        }
-        f
-    }
-
-    fn value_schema(table: &str, two_column_key: bool) -> Value {
-        let shop = two_column_key.then(|| field("string", "shop", false, None));
-        let row = |which: &str| {
-            json!({"type": "struct", "optional": true, "name": format!("shop.{table}.Value"), "field": which,
-            "fields": shop.iter().cloned().chain([
-                field("int32", "id", false, None),
-                field("string", "name", true, None),
-                field("bytes", "price", true, Some(("org.apache.kafka.connect.data.Decimal",
-                    json!({"scale": "2", "connect.decimal.precision": "10"})))),
-                field("int32", "qty", true, None),
-                field("int32", "day", true, Some(("io.debezium.time.Date", Value::Null))),
-            ]).collect::<Vec<_>>()})
-        };
-        json!({"type": "struct", "optional": false, "name": format!("shop.{table}.Envelope"), "version": 2,
-            "fields": [row("before"), row("after"),
-                {"type": "struct", "optional": false, "name": "io.debezium.connector.postgresql.Source", "field": "source",
-                 "fields": [field("string", "connector", false, None), field("string", "db", false, None),
-                            field("string", "schema", false, None), field("string", "table", false, None),
-                            field("int64", "lsn", true, None), field("int64", "txId", true, None),
-                            field("int64", "ts_ms", false, None)]},
-                field("string", "op", false, None), field("int64", "ts_ms", true, None)]})
-    }
-
-    /// The wire row and its normalized form.
-    fn row(rng: &mut Lcg, id: i64) -> (Value, Value) {
-        let cents = rng.below(2_000_000) as i64 - 1_000_000;
-        let days = 19_723 + rng.below(180) as i64; // 2024-01-01 + up to ~6 months
-        let name = format!("item-{}", rng.below(100_000));
-        let qty = rng.below(1000) as i64;
-        let price_bytes = (cents as i32).to_be_bytes();
-        let wire = json!({"id": id, "name": name, "qty": qty, "day": days,
-            "price": base64::engine::general_purpose::STANDARD.encode(price_bytes)});
-        let date = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
-            .and_then(|d| d.checked_add_signed(chrono::TimeDelta::days(days)))
-            .map(|d| d.format("%Y-%m-%d").to_string())
-            .unwrap_or_default();
-        let price = format!(
-            "{}{}.{:02}",
-            if cents < 0 { "-" } else { "" },
-            cents.abs() / 100,
-            cents.abs() % 100
-        );
-        let normalized = json!({"id": id, "name": name, "price": price, "qty": qty, "day": date});
-        (wire, normalized)
-    }
-
-    /// The `shop` of a key's `id` under [`Spec::two_column_key`].
-    fn shop_of(id: i64) -> Value {
-        json!(format!("shop-{}", id % 7))
-    }
-
-    pub fn generate(spec: &Spec) -> Generated {
-        let mut rng = Lcg(spec.seed);
-        let mut model = Model::new();
-        let mut wire_rows: BTreeMap<(String, i64), Value> = BTreeMap::new();
-        let schemas: BTreeMap<&String, Value> = spec
-            .tables
-            .iter()
-            .map(|t| (t, value_schema(t, spec.two_column_key)))
-            .collect();
-        let mut lines = Vec::with_capacity(spec.events);
-        let mut table_of = Vec::with_capacity(spec.events);
-        let mut bad = Vec::new();
-        let mut lsn: u64 = 1_000_000;
-        while lines.len() < spec.events {
-            if spec.bad_every.is_some_and(|n| lines.len() % n == n - 1) {
-                bad.push(lines.len());
-                table_of.push(spec.tables[0].clone());
-                lines.push(format!("{{\"id\":1}}\t{{\"schema\": {{\"type\": \"struct\"}}, \"payload\": {{\"op\": \"c\", \"after\": {{\"id\": {}", lines.len()));
-                continue;
-            }
-            let table = &spec.tables[rng.below(spec.tables.len() as u64) as usize];
-            let (schema_name, table_name) = table.split_once('.').unwrap_or(("public", table));
-            let id = rng.below(spec.keys) as i64;
-            lsn += 8;
-            let exists = wire_rows.contains_key(&(table.clone(), id));
-            let dice = rng.below(100);
-            let (op, before, after) = if exists && dice < 10 {
-                let before = wire_rows.remove(&(table.clone(), id));
-                model.entry(table.clone()).or_default().remove(&id);
-                ("d", before, None)
-            } else {
-                let (mut wire, mut normalized) = row(&mut rng, id);
-                if spec.two_column_key {
-                    wire["shop"] = shop_of(id);
-                    normalized["shop"] = shop_of(id);
-                }
-                let op = if exists { "u" } else { "c" };
-                let before = wire_rows.insert((table.clone(), id), wire.clone());
-                model
-                    .entry(table.clone())
-                    .or_default()
-                    .insert(id, normalized);
-                (op, before.filter(|_| dice.is_multiple_of(2)), Some(wire))
-            };
-            let source = json!({"connector": "postgresql", "db": "shop", "schema": schema_name, "table": table_name,
-                "lsn": lsn, "txId": lsn / 8, "ts_ms": 1_717_200_000_000u64 + lsn});
-            let value = json!({"schema": schemas[table], "payload": {"before": before, "after": after,
-                "source": source, "op": op, "ts_ms": 1_717_200_000_000u64 + lsn}});
-            let key = if spec.two_column_key {
-                json!({"schema": {"type": "struct", "optional": false, "name": format!("shop.{table}.Key"),
-                    "fields": [field("int32", "id", false, None), field("string", "shop", false, None)]},
-                    "payload": {"id": id, "shop": shop_of(id)}})
-            } else {
-                json!({"schema": {"type": "struct", "optional": false, "name": format!("shop.{table}.Key"),
-                    "fields": [field("int32", "id", false, None)]}, "payload": {"id": id}})
-            };
-            lines.push(format!("{key}\t{value}"));
-            table_of.push(table.clone());
-            if op == "d" && lines.len() < spec.events {
-                lines.push(format!("{key}\t"));
-                table_of.push(table.clone());
-            }
-        }
-        lines.truncate(spec.events);
-        table_of.truncate(spec.events);
-        Generated {
-            lines,
-            model,
-            bad,
-            table_of,
-        }
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.below(1 << 30) as f64) < p * (1u64 << 30) as f64
     }
 }
+
+pub mod changes;
+pub mod stream;
 
 /// The independent Iceberg readers (PyIceberg and DuckDB) that `tests/run.sh` installs in
 /// `tests/.venv`, and a foreign writer (PyIceberg append).

@@ -2,7 +2,6 @@
 //! the SPU runs): params through `init`, mixed batches, bad records, and the chain still
 //! healthy afterwards. Each output must equal what the native build of the same parser says.
 
-use cdc_tests::{fixture, fixture_names, wasm_bytes, Message};
 use debezium_cdc::params::Settings;
 use debezium_cdc::record::{CdcRecord, Op};
 use debezium_cdc::Transformer;
@@ -12,6 +11,7 @@ use fluvio_smartengine::{
 use fluvio_smartmodule::dataplane::smartmodule::SmartModuleInput;
 use fluvio_smartmodule::Record;
 use std::collections::BTreeMap;
+use testkit::{fixture, fixture_names, wasm_bytes, Message};
 
 const BASE_OFFSET: i64 = 1000;
 

@@ -5,7 +5,7 @@
 //! our own compare-and-swap on `metadata_location`, because the crate offers no public way to
 //! commit the snapshots we build.
 
-use crate::storage::{S3Settings, Storage};
+use crate::io::storage::{S3Settings, Storage};
 use crate::MergeError;
 use iceberg::table::Table;
 use iceberg::{Catalog as _, CatalogBuilder as _, TableCreation, TableIdent};
@@ -62,16 +62,18 @@ impl Catalog {
             .with_storage_factory(storage.factory())
             .load(&config.name, props)
             .await
-            .map_err(|e| {
-                MergeError::Catalog(format!("opening catalog {}: {e}", redact(&config.uri)))
-            })?;
+            .map_err(MergeError::catalog_from(format!(
+                "opening catalog {}",
+                redact(&config.uri)
+            )))?;
         let pool = AnyPoolOptions::new()
             .max_connections(2)
             .connect(&uri)
             .await
-            .map_err(|e| {
-                MergeError::Catalog(format!("connecting to {}: {e}", redact(&config.uri)))
-            })?;
+            .map_err(MergeError::catalog_from(format!(
+                "connecting to {}",
+                redact(&config.uri)
+            )))?;
         Ok(Catalog {
             name: config.name.clone(),
             storage,
@@ -81,12 +83,12 @@ impl Catalog {
         })
     }
 
-    /// Loads a table, or `None` when the catalog has no such table.
     /// The warehouse's store (for listing: orphan removal).
     pub fn storage(&self) -> &Storage {
         &self.storage
     }
 
+    /// Loads a table, or `None` when the catalog has no such table.
     pub async fn load(&self, ident: &TableIdent) -> Result<Option<Table>, MergeError> {
         if !self.sql.table_exists(ident).await.map_err(catalog_err)? {
             return Ok(None);
@@ -98,14 +100,14 @@ impl Catalog {
             .map_err(catalog_err)
     }
 
-    /// Creates a table (and its namespace when missing).
     /// A table that must exist (it is being written to).
     pub async fn load_existing(&self, ident: &TableIdent) -> Result<Table, MergeError> {
         self.load(ident)
             .await?
-            .ok_or_else(|| MergeError::Catalog(format!("{ident} disappeared")))
+            .ok_or_else(|| MergeError::catalog(format!("{ident} disappeared")))
     }
 
+    /// Creates a table (and its namespace when missing).
     pub async fn create(
         &self,
         ident: &TableIdent,
@@ -166,13 +168,13 @@ impl Catalog {
             .bind(expected)
             .execute(&self.pool)
             .await
-            .map_err(|e| MergeError::Catalog(format!("committing {ident}: {e}")))?;
+            .map_err(MergeError::catalog_from(format!("committing {ident}")))?;
         Ok(result.rows_affected() == 1)
     }
 }
 
 fn catalog_err(e: iceberg::Error) -> MergeError {
-    MergeError::Catalog(e.to_string())
+    MergeError::catalog_from("the SQL catalog")(e)
 }
 
 /// `?` placeholders to PostgreSQL's `$1, $2, …`.

@@ -55,8 +55,8 @@ pub enum Outcome {
     Conflict,
 }
 
-fn err(context: &'static str) -> impl Fn(iceberg::Error) -> MergeError {
-    move |e| MergeError::Commit(format!("{context}: {e}"))
+fn err(context: &'static str) -> impl FnOnce(iceberg::Error) -> MergeError {
+    MergeError::commit_from(context)
 }
 
 /// The live files of the current snapshot.
@@ -97,7 +97,7 @@ pub async fn referenced_files(table: &Table) -> Result<BTreeSet<String>, MergeEr
         .collect();
     out.extend(table.metadata_location().map(str::to_owned));
     for snapshot in table.metadata().snapshots() {
-        out.extend(crate::tombstones::listed(Some(
+        out.extend(crate::history::listed(Some(
             &snapshot.summary().additional_properties,
         )));
     }
@@ -172,14 +172,14 @@ pub async fn commit(
 ) -> Result<Outcome, MergeError> {
     let metadata = table.metadata();
     if metadata.format_version() != FormatVersion::V2 {
-        return Err(MergeError::Schema(format!(
+        return Err(MergeError::schema(format!(
             "table format {} is not supported (v2 only)",
             metadata.format_version()
         )));
     }
     let base_location = table
         .metadata_location()
-        .ok_or_else(|| MergeError::Commit("the table has no metadata location".into()))?
+        .ok_or_else(|| MergeError::commit("the table has no metadata location"))?
         .to_owned();
     let file_io = table.file_io();
     let location = metadata.location();
@@ -260,7 +260,7 @@ pub async fn commit(
             let spec = metadata
                 .partition_spec_by_id(manifest.partition_spec_id)
                 .ok_or_else(|| {
-                    MergeError::Commit(format!(
+                    MergeError::commit(format!(
                         "manifest {} has unknown partition spec {}",
                         manifest.manifest_path, manifest.partition_spec_id
                     ))
@@ -306,7 +306,7 @@ pub async fn commit(
             .find(|p| !found.contains(p.as_str()))
             .cloned()
             .unwrap_or_default();
-        return Err(MergeError::Commit(format!(
+        return Err(MergeError::commit(format!(
             "{missing} is to be removed but is not live in the parent snapshot"
         )));
     }
@@ -382,7 +382,7 @@ pub async fn commit_metadata(
     let file_io = table.file_io();
     let base_location = table
         .metadata_location()
-        .ok_or_else(|| MergeError::Commit("the table has no metadata location".into()))?;
+        .ok_or_else(|| MergeError::commit("the table has no metadata location"))?;
     let new_location = MetadataLocation::from_str(base_location)
         .map_err(err("metadata location"))?
         .with_next_version()

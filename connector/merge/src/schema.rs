@@ -172,7 +172,7 @@ pub fn table_schema(
 ) -> Result<Schema, MergeError> {
     for k in key {
         if !columns.iter().any(|c| &c.name == k) {
-            return Err(MergeError::Schema(format!(
+            return Err(MergeError::schema(format!(
                 "key column `{k}` is not among the table's columns"
             )));
         }
@@ -182,7 +182,7 @@ pub fn table_schema(
     for (i, column) in columns.iter().enumerate() {
         let id = i as i32 + 1;
         if meta.reserved(&column.name) {
-            return Err(MergeError::Schema(format!(
+            return Err(MergeError::schema(format!(
                 "source column `{}` clashes with the CDC metadata columns",
                 column.name
             )));
@@ -221,7 +221,7 @@ pub fn table_schema(
         .with_fields(fields)
         .with_identifier_field_ids(identifier_ids)
         .build()
-        .map_err(|e| MergeError::Schema(e.to_string()))
+        .map_err(MergeError::schema_from("the table schema"))
 }
 
 /// A schema for a table whose events carried no column types: every column a string, the
@@ -251,7 +251,7 @@ pub fn partition_spec(
     let mut spec = UnboundPartitionSpec::builder();
     for (column, transform) in fields {
         let field = schema.field_by_name(&column).ok_or_else(|| {
-            MergeError::Schema(format!("partition column `{column}` is not in the table"))
+            MergeError::schema(format!("partition column `{column}` is not in the table"))
         })?;
         let name = match transform {
             Transform::Identity => format!("{column}_part"),
@@ -264,7 +264,7 @@ pub fn partition_spec(
                 name,
                 transform,
             }])
-            .map_err(|e| MergeError::Schema(e.to_string()))?;
+            .map_err(MergeError::schema_from("the partition spec"))?;
     }
     Ok(spec.build())
 }

@@ -7,17 +7,20 @@ use debezium_cdc::record::{ChangeRecord, Op};
 use iceberg::spec::{DataContentType, Operation};
 use iceberg::TableIdent;
 use iceberg_cdc_merge::commit::{live_files, referenced_files, snapshot_files};
-use iceberg_cdc_merge::compaction::{self, Committed, CompactionPolicy};
-use iceberg_cdc_merge::expiry::ExpiryPolicy;
+use iceberg_cdc_merge::maintenance::compaction::{self, CarrySummary, Committed, CompactionPolicy};
+use iceberg_cdc_merge::maintenance::expiry::ExpiryPolicy;
+use iceberg_cdc_merge::maintenance::orphans::{remove_orphans, OrphanPolicy};
 use iceberg_cdc_merge::maintenance::MaintenancePolicy;
-use iceberg_cdc_merge::orphans::{remove_orphans, OrphanPolicy};
+use iceberg_cdc_merge::table::newest_in_history;
 use iceberg_cdc_merge::{Catalog, CatalogConfig, CdcTable};
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 mod support;
-use support::items::{batch, change, options, python_readers, read_back, row, Lcg, Model};
+use support::items::{options, python_readers, read_back};
 use support::sqlite_catalog;
+use testkit::changes::{batch, change, row, Model};
+use testkit::Lcg;
 
 /// The stream's state: the model and what the generator needs to go on.
 struct Stream {
@@ -152,8 +155,21 @@ async fn compaction_keeps_every_row_and_the_stream_goes_on() {
     );
     assert_readers(&config, &table, &stream.model, "before compaction").await;
 
+    // the writer's properties, from its newest snapshot (the connector's ledger does this)
+    let carry = CarrySummary::new(|metadata| {
+        newest_in_history(metadata, |s| {
+            s.summary()
+                .additional_properties
+                .contains_key("cdc.connector")
+        })
+        .map(|s| s.summary().additional_properties.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k == "cdc.connector" || k == "cdc.offsets")
+        .collect()
+    });
     let carrying = CompactionPolicy {
-        carry_summary_of: Some("cdc.connector".into()),
+        carry: Some(carry),
         ..eager()
     };
     let report = table.compact(&catalog, &carrying).await.unwrap();

@@ -11,10 +11,10 @@ use serde_json::json;
 use std::collections::HashMap;
 
 mod support;
-use support::items::{
-    batch, change, options, python_readers, read_back, row, spark_reader, Lcg, Model,
-};
+use support::items::{options, python_readers, read_back, spark_reader};
 use support::{append_with_pyiceberg, postgres_catalog, sqlite_catalog};
+use testkit::changes::{batch, change, row, Model};
+use testkit::Lcg;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_catalog_random_batches_equal_the_model_after_every_commit() {
@@ -206,7 +206,7 @@ async fn a_foreign_commit_makes_us_retry_and_the_table_stays_right() {
 }
 
 /// The keys where a table and its model differ, and how.
-fn differences(got: &support::items::Model, want: &support::items::Model) -> String {
+fn differences(got: &Model, want: &Model) -> String {
     let mut out = Vec::new();
     for (id, row) in got {
         match want.get(id) {

@@ -8,15 +8,16 @@ use debezium_cdc::record::{
     ChangeRecord, Column, ColumnType, Op, Position, SourceTable, CONTRACT_VERSION,
 };
 use iceberg::TableIdent;
-use iceberg_cdc_merge::compaction::CompactionPolicy;
-use iceberg_cdc_merge::evolve::SchemaChanges;
+use iceberg_cdc_merge::maintenance::compaction::CompactionPolicy;
+use iceberg_cdc_merge::table::reconcile::SchemaChanges;
 use iceberg_cdc_merge::{Applied, Catalog, CatalogConfig, CdcTable, MergeError, TableOptions};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
 
 mod support;
-use support::items::{col, Lcg};
 use support::{read_with_python, sqlite_catalog};
+use testkit::changes::col;
+use testkit::Lcg;
 
 fn obj(v: Value) -> Map<String, Value> {
     v.as_object().cloned().unwrap_or_default()
@@ -659,7 +660,9 @@ async fn changes_iceberg_cannot_evolve_are_table_errors_and_the_policies_hold() 
             &columns,
         );
         match t.table.check(&r) {
-            Err(MergeError::Schema(reason)) => {
+            Err(MergeError::Schema {
+                context: reason, ..
+            }) => {
                 assert!(
                     reason.contains("public.items") && reason.contains(expected),
                     "{what}: {reason}"
@@ -677,7 +680,9 @@ async fn changes_iceberg_cannot_evolve_are_table_errors_and_the_policies_hold() 
     );
     r.key.insert("name".into(), json!("x"));
     match t.table.check(&r) {
-        Err(MergeError::Schema(reason)) => assert!(
+        Err(MergeError::Schema {
+            context: reason, ..
+        }) => assert!(
             reason.contains("the primary key changed from (id) to (id, name)"),
             "{reason}"
         ),
@@ -695,7 +700,7 @@ async fn changes_iceberg_cannot_evolve_are_table_errors_and_the_policies_hold() 
         &added,
     );
     assert!(
-        matches!(paused.table.check(&r), Err(MergeError::Schema(m)) if m.contains("added color"))
+        matches!(paused.table.check(&r), Err(MergeError::Schema { context: m, .. }) if m.contains("added color"))
     );
     let mut kept = Items::new(SchemaChanges::DeadLetter).await;
     let r = kept.change(
@@ -824,13 +829,13 @@ async fn a_replay_after_a_restart_never_brings_a_deleted_row_back() {
             .await
             .unwrap();
     }
-    let listed = iceberg_cdc_merge::tombstones::listed(
+    let listed = iceberg_cdc_merge::table::tombstones::listed(
         table
-            .last_summary_with(iceberg_cdc_merge::tombstones::TOMBSTONES_KEY)
+            .last_summary_with(iceberg_cdc_merge::table::tombstones::TOMBSTONES_KEY)
             .as_ref(),
     );
     assert!(
-        listed.len() < iceberg_cdc_merge::tombstones::MAX_FILES,
+        listed.len() < iceberg_cdc_merge::table::tombstones::MAX_FILES,
         "{} files",
         listed.len()
     );
@@ -892,9 +897,9 @@ async fn a_replay_after_a_restart_never_brings_a_deleted_row_back() {
     let referenced = iceberg_cdc_merge::commit::referenced_files(table.table())
         .await
         .unwrap();
-    for path in iceberg_cdc_merge::tombstones::listed(
+    for path in iceberg_cdc_merge::table::tombstones::listed(
         table
-            .last_summary_with(iceberg_cdc_merge::tombstones::TOMBSTONES_KEY)
+            .last_summary_with(iceberg_cdc_merge::table::tombstones::TOMBSTONES_KEY)
             .as_ref(),
     ) {
         assert!(referenced.contains(&path), "{path}");

@@ -2,16 +2,16 @@
 //! and back out through iceberg-rust, PyIceberg and DuckDB; and unchanged-TOAST columns
 //! keeping their stored values across batches.
 
-use cdc_tests::fixture;
 use debezium_cdc::params::Settings;
 use debezium_cdc::record::{CdcRecord, ChangeRecord};
 use debezium_cdc::Transformer;
 use futures::TryStreamExt;
 use iceberg::TableIdent;
-use iceberg_cdc_merge::arrow_rows::value_at;
+use iceberg_cdc_merge::io::rows::value_at;
 use iceberg_cdc_merge::{Catalog, CatalogConfig, CdcTable, TableOptions};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
+use testkit::fixture;
 
 mod support;
 use support::{read_with_python, sqlite_catalog};
@@ -130,7 +130,7 @@ async fn the_old_jobs_columns_and_partitions() {
     let catalog = Catalog::connect(&config).await.unwrap();
     let ident = TableIdent::from_strs(["public", "products"]).unwrap();
     let text =
-        std::fs::read_to_string(cdc_tests::workspace().join("tests/fixtures/products.kv")).unwrap();
+        std::fs::read_to_string(testkit::workspace().join("tests/fixtures/products.kv")).unwrap();
     let mut t = Transformer::new(Settings::default());
     let records: Vec<ChangeRecord> = text
         .lines()

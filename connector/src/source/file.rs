@@ -4,8 +4,10 @@
 //! Two line formats: `value` (the message value; an empty line is a tombstone) and
 //! `key-value` (`KEY<TAB>VALUE`, as `kcat -f '%k\t%s\n'` prints a topic).
 
-use super::{Partition, SourceRecord};
+use super::{Chunks, Partition, Source, SourceRecord};
 use anyhow::{bail, Context, Result};
+use futures::future::BoxFuture;
+use std::collections::BTreeMap;
 use std::io::BufRead;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -128,6 +130,37 @@ pub fn spawn(
         }
     });
     rx
+}
+
+/// The file source as the pipeline runs it.
+pub struct FileRun {
+    chunks: Option<Chunks>,
+    start: i64,
+}
+
+impl FileRun {
+    pub fn open(path: &str, format: LineFormat, start: i64, chunk: usize) -> Result<FileRun> {
+        let source = FileSource::open(path, format, start)?;
+        Ok(FileRun {
+            chunks: Some(spawn(source, chunk)),
+            start,
+        })
+    }
+}
+
+impl Source for FileRun {
+    fn chunks(&mut self) -> Option<Chunks> {
+        self.chunks.take()
+    }
+
+    fn starts(&self) -> BTreeMap<Partition, i64> {
+        BTreeMap::from([(Partition::fluvio(0), self.start)])
+    }
+
+    /// A file has no consumer offsets: the tables' summaries are its only record.
+    fn close(self: Box<Self>, _read: BTreeMap<Partition, i64>) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
 }
 
 #[cfg(test)]

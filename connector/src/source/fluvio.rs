@@ -6,7 +6,7 @@
 //! commit, each partition's consumer offset is committed and flushed at its last durable
 //! record.
 
-use super::{Partition, SourceRecord};
+use super::{Chunks, Partition, Source, SourceRecord};
 use crate::config::{ConnectorConfig, OffsetStart};
 use anyhow::{anyhow, Context, Result};
 use fluvio::consumer::{ConsumerConfigExtBuilder, ConsumerStream, OffsetManagementStrategy};
@@ -15,6 +15,7 @@ use fluvio::{
     Fluvio, Offset, SmartModuleExtraParams, SmartModuleInvocation, SmartModuleInvocationWasm,
     SmartModuleKind,
 };
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -27,14 +28,15 @@ const LINGER: Duration = Duration::from_millis(50);
 /// it as the consumer offset: the reading streams cannot commit while they wait for records
 /// (fluvio's retrying stream holds its lock then), so it opens a short stream at the last
 /// durable record, commits and flushes there, and closes it.
-pub struct OffsetMirror {
+pub struct FluvioSource {
+    chunks: Option<Chunks>,
     fluvio: std::sync::Arc<Fluvio>,
     topic: String,
     durable: BTreeMap<u32, watch::Sender<i64>>,
     done: Vec<tokio::task::JoinHandle<()>>,
 }
 
-impl OffsetMirror {
+impl FluvioSource {
     /// Per partition, the high watermark (the offset after the last committed record).
     pub async fn high_watermarks(&self) -> Result<BTreeMap<Partition, i64>> {
         use fluvio::metadata::partition::PartitionSpec;
@@ -170,7 +172,7 @@ pub async fn spawn(
     config: &ConnectorConfig,
     resume: &BTreeMap<Partition, i64>,
     chunk: usize,
-) -> Result<(mpsc::Receiver<Result<Vec<SourceRecord>>>, OffsetMirror)> {
+) -> Result<FluvioSource> {
     let fluvio = std::sync::Arc::new(
         Fluvio::connect()
             .await
@@ -203,7 +205,8 @@ pub async fn spawn(
         .unwrap_or_else(|| config.meta.name.clone());
     let invocations = invocations(config)?;
     let (tx, rx) = mpsc::channel(2 * partitions.len().max(1));
-    let mut mirror = OffsetMirror {
+    let mut mirror = FluvioSource {
+        chunks: Some(rx),
         fluvio: fluvio.clone(),
         topic: topic.clone(),
         durable: BTreeMap::new(),
@@ -242,7 +245,38 @@ pub async fn spawn(
         )));
         tokio::spawn(read_partition(p, stream, chunk, tx.clone()));
     }
-    Ok((rx, mirror))
+    Ok(mirror)
+}
+
+impl Source for FluvioSource {
+    fn chunks(&mut self) -> Option<Chunks> {
+        self.chunks.take()
+    }
+
+    /// The SPU runs the `transforms:` chain.
+    fn transforms_here(&self) -> bool {
+        false
+    }
+
+    fn acknowledge(&self, durable: &BTreeMap<Partition, i64>) {
+        self.durable(durable);
+    }
+
+    fn high_watermarks(&self) -> BoxFuture<'_, Option<BTreeMap<Partition, i64>>> {
+        Box::pin(async {
+            tokio::time::timeout(Duration::from_secs(2), FluvioSource::high_watermarks(self))
+                .await
+                .ok()
+                .and_then(Result::ok)
+        })
+    }
+
+    fn close(self: Box<Self>, read: BTreeMap<Partition, i64>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            self.durable(&read);
+            self.settle(Duration::from_secs(10)).await;
+        })
+    }
 }
 
 async fn read_partition<S>(

@@ -3,9 +3,6 @@
 
 #![allow(dead_code)]
 
-use cdc_tests::readers::{self, PyCatalog};
-use cdc_tests::stream::{generate, table_rows, Generated, Spec};
-use cdc_tests::SinkConfig;
 use iceberg_cdc_merge::{Catalog, CatalogConfig};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -14,6 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+use testkit::readers::{self, PyCatalog};
+use testkit::stream::{generate, table_rows, Generated, Spec};
+use testkit::SinkConfig;
 
 /// A setting of the servers `tests/run.sh` starts (`what` names them), or a panic saying so.
 pub fn env_var(name: &str, what: &str) -> String {
@@ -50,6 +50,7 @@ pub fn stream(events: usize, seed: u64) -> Generated {
         seed,
         bad_every: Some(397),
         two_column_key: false,
+        ..Spec::default()
     })
 }
 
@@ -212,11 +213,11 @@ pub fn wait_until_durable(dir: &Path, ends: &BTreeMap<String, i64>, child: &mut 
 
 /// Starts the connector and kills it with SIGKILL, ten times, each after `at_least` plus up
 /// to 2.5 s (random, from `seed`).
-pub fn kill_nine_ten_times(config: &Path, mut seed: u64, at_least: Duration) {
+pub fn kill_nine_ten_times(config: &Path, seed: u64, at_least: Duration) {
+    let mut rng = testkit::Lcg(seed);
     for _ in 0..10 {
         let mut child = start(config);
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        std::thread::sleep(at_least + Duration::from_millis((seed >> 33) % 2500));
+        std::thread::sleep(at_least + Duration::from_millis(rng.below(2500)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
     }

@@ -1,14 +1,14 @@
 //! What the merge engine's tests share: catalogs to test against, and the independent Python
-//! readers of `cdc_tests::readers` for them.
+//! readers of `testkit::readers` for them.
 
 #![allow(dead_code)]
 
 pub mod items;
 
-use cdc_tests::readers::{self, PyCatalog};
 use iceberg_cdc_merge::CatalogConfig;
 use serde_json::Value;
 use std::path::Path;
+use testkit::readers::{self, PyCatalog};
 
 pub fn sqlite_catalog(dir: &Path) -> CatalogConfig {
     CatalogConfig {

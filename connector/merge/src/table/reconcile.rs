@@ -10,9 +10,15 @@
 //! narrower type in the source (a replayed event from before a widening, or a narrowing) keeps
 //! the table's wider type: every value fits. Anything else (`text` -> `int`, a decimal's scale,
 //! another primary key) cannot be evolved in place: [`Incompatible`].
+//!
+//! The table's side: [`CdcTable::check`] admits a record (or says whose fault it is that it
+//! cannot be written), and the schema a batch is written with is folded over its records.
 
+use super::{arrow_schema_of, CdcTable};
 use crate::schema::{iceberg_type, MetadataColumns, TimeColumns};
-use debezium_cdc::record::{ChangeRecord, Column, ColumnType};
+use crate::table::plan::{Action, KeyChange};
+use crate::MergeError;
+use debezium_cdc::record::{ChangeRecord, Column, ColumnType, Op};
 use iceberg::spec::{NestedField, NestedFieldRef, PrimitiveType, Schema, Type};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -307,4 +313,190 @@ pub fn describe(old: &Schema, new: &Schema) -> String {
     } else {
         out.join("; ")
     }
+}
+
+impl CdcTable {
+    /// Checks that a change can be written to this table: its key encodes, its schema is
+    /// the table's or one the table evolves to (by `schema_changes`), its values convert to
+    /// the column types. A [`MergeError::Value`] is this record's fault (dead-letter it);
+    /// a [`MergeError::Schema`] the table's (it cannot go on until an operator acts).
+    pub fn check(&mut self, record: &ChangeRecord) -> Result<(), MergeError> {
+        if matches!(record.op, Op::Truncate | Op::Message) {
+            return Ok(());
+        }
+        let arrow = match self.evolution(record)? {
+            None => self.arrow_schema.clone(),
+            Some(evolved) => match self.options.schema_changes {
+                SchemaChanges::Evolve => evolved.arrow,
+                SchemaChanges::Pause => {
+                    return Err(MergeError::schema(format!(
+                        "{}: the source's schema changed ({}) and schema-changes is `pause`",
+                        self.table.identifier(),
+                        evolved.change
+                    )))
+                }
+                SchemaChanges::DeadLetter => {
+                    return Err(MergeError::Value {
+                        column: evolved.change.clone(),
+                        reason: format!(
+                            "the source's schema changed and {} keeps its schema (schema-changes: dead-letter)",
+                            self.table.identifier()
+                        ),
+                    })
+                }
+            },
+        };
+        self.keys.encode(&record.key)?;
+        if let Some(after) = &record.after {
+            for (name, value) in after {
+                let field = arrow.field_with_name(name).map_err(|_| MergeError::Value {
+                    column: name.clone(),
+                    reason: format!("not a column of {}", self.table.identifier()),
+                })?;
+                if value.is_null() && !field.is_nullable() {
+                    return Err(MergeError::Value {
+                        column: name.clone(),
+                        reason: "null in a required column".into(),
+                    });
+                }
+                crate::io::rows::array(name, field.data_type(), std::slice::from_ref(value))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What the current schema must become for `record` (`None`: it takes it as it is).
+    fn evolution(&mut self, record: &ChangeRecord) -> Result<Option<Evolved>, MergeError> {
+        if let (Some((seen, key, evolved)), Some(columns)) = (&self.last_columns, &record.columns) {
+            if seen == columns && key.iter().eq(record.key.keys()) {
+                return Ok(evolved.clone());
+            }
+        }
+        let metadata = self.table.metadata();
+        let current = metadata.current_schema();
+        let times = self.options.time_columns;
+        let evolved = match reconcile(current, metadata.last_column_id(), record, times) {
+            Ok(None) => None,
+            Ok(Some(schema)) => Some(Evolved {
+                arrow: arrow_schema_of(&schema)?,
+                change: describe(current, &schema),
+            }),
+            Err(incompatible) => {
+                let reason = format!("{}: {incompatible}", self.table.identifier());
+                return Err(match self.options.schema_changes {
+                    SchemaChanges::DeadLetter => MergeError::Value {
+                        column: incompatible.column,
+                        reason: format!(
+                            "{reason} (schema-changes: dead-letter keeps the table's schema)"
+                        ),
+                    },
+                    _ => MergeError::schema(reason),
+                });
+            }
+        };
+        if let Some(columns) = &record.columns {
+            let key = record.key.keys().cloned().collect();
+            self.last_columns = Some((columns.clone(), key, evolved.clone()));
+        }
+        Ok(evolved)
+    }
+
+    /// The schema this batch is written with when it is not the current one: every
+    /// record's columns reconciled in turn (with `schema-changes: evolve`; otherwise
+    /// [`CdcTable::check`] let through only records the table takes as it is), and required
+    /// columns that a row leaves empty made optional. Folded over the table as the commit
+    /// finds it, so a reload after a lost compare-and-swap evolves another writer's schema.
+    pub(super) fn evolve_for(
+        &self,
+        records: &[ChangeRecord],
+        changes: &[KeyChange],
+    ) -> Result<Option<Arc<Schema>>, MergeError> {
+        if self.options.schema_changes != SchemaChanges::Evolve {
+            return Ok(None);
+        }
+        let metadata = self.table.metadata();
+        let current = metadata.current_schema();
+        let table = self.table.identifier();
+        let incompatible = |e: Incompatible| MergeError::schema(format!("{table}: {e}"));
+        let mut schema: Option<Schema> = None;
+        let mut seen: Option<&Vec<Column>> = None;
+        for r in records {
+            if matches!(r.op, Op::Truncate | Op::Message) {
+                continue;
+            }
+            if r.columns.is_some() && r.columns.as_ref() == seen {
+                continue;
+            }
+            seen = r.columns.as_ref();
+            let base = schema.as_ref().unwrap_or(current);
+            if let Some(s) = reconcile(
+                base,
+                metadata.last_column_id(),
+                r,
+                self.options.time_columns,
+            )
+            .map_err(incompatible)?
+            {
+                schema = Some(s);
+            }
+        }
+        let base = schema.as_ref().unwrap_or(current);
+        let key: BTreeSet<&str> = self.keys.names().collect();
+        let meta = MetadataColumns::of(base);
+        let empty: BTreeSet<String> = base
+            .as_struct()
+            .fields()
+            .iter()
+            .filter(|f| f.required && !key.contains(f.name.as_str()) && !meta.reserved(&f.name))
+            .filter(|f| {
+                changes.iter().any(|c| match &c.action {
+                    Action::Upsert { row, .. } => row
+                        .values
+                        .get(&f.name)
+                        .is_none_or(serde_json::Value::is_null),
+                    Action::Delete => false,
+                })
+            })
+            .map(|f| f.name.clone())
+            .collect();
+        if let Some(s) = make_optional(base, &empty).map_err(incompatible)? {
+            schema = Some(s);
+        }
+        let Some(schema) = schema.filter(|s| !same_columns(s, current)) else {
+            return Ok(None);
+        };
+        // the id of an identical schema the table had before, else a new one
+        let id = metadata
+            .schemas_iter()
+            .find(|s| same_columns(s, &schema))
+            .map(|s| s.schema_id())
+            .unwrap_or_else(|| {
+                metadata
+                    .schemas_iter()
+                    .map(|s| s.schema_id())
+                    .max()
+                    .unwrap_or(0)
+                    + 1
+            });
+        let schema = schema
+            .into_builder()
+            .with_schema_id(id)
+            .build()
+            .map_err(MergeError::schema_from("the evolved schema"))?;
+        tracing::info!(
+            table = %table,
+            schema_id = id,
+            "schema evolves: {}",
+            describe(current, &schema)
+        );
+        Ok(Some(Arc::new(schema)))
+    }
+}
+
+/// A schema a record's columns evolve the table to: its Arrow form (for checking values) and
+/// what changed (for messages).
+#[derive(Debug, Clone)]
+pub(super) struct Evolved {
+    pub(super) arrow: arrow_schema::SchemaRef,
+    pub(super) change: String,
 }

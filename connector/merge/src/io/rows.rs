@@ -40,7 +40,7 @@ pub fn record_batch(
         .iter()
         .map(|field| column(field, meta, rows, processed_at_us))
         .collect::<Result<Vec<ArrayRef>, MergeError>>()?;
-    RecordBatch::try_new(schema.clone(), columns).map_err(|e| MergeError::Arrow(e.to_string()))
+    RecordBatch::try_new(schema.clone(), columns).map_err(MergeError::arrow_from("rows to Arrow"))
 }
 
 fn column(
@@ -58,7 +58,7 @@ fn column(
                 Arc::new(array.with_timezone(tz.as_ref()))
             }
             other => {
-                return Err(MergeError::Schema(format!(
+                return Err(MergeError::schema(format!(
                     "column `{name}` is {other}, expected timestamptz"
                 )))
             }
@@ -149,7 +149,7 @@ pub fn array(name: &str, data_type: &DataType, values: &[Value]) -> Result<Array
                 } else {
                     let bytes = uuid(v).ok_or_else(|| bad(name, v, "a UUID"))?;
                     b.append_value(bytes)
-                        .map_err(|e| MergeError::Arrow(e.to_string()))?;
+                        .map_err(|e| MergeError::arrow_from(format!("column `{name}`"))(e))?;
                 }
             }
             Arc::new(b.finish()) as ArrayRef
@@ -157,7 +157,7 @@ pub fn array(name: &str, data_type: &DataType, values: &[Value]) -> Result<Array
         DataType::Decimal128(p, s) => {
             let b = Decimal128Builder::with_capacity(n)
                 .with_precision_and_scale(*p, *s)
-                .map_err(|e| MergeError::Arrow(e.to_string()))?;
+                .map_err(MergeError::arrow_from(format!("column `{name}`")))?;
             build!(b, values, |v| decimal(v, *p, *s).ok_or_else(|| bad(
                 name,
                 v,
@@ -181,14 +181,14 @@ pub fn array(name: &str, data_type: &DataType, values: &[Value]) -> Result<Array
                         .as_any()
                         .downcast_ref::<arrow_array::TimestampMicrosecondArray>()
                         .cloned()
-                        .ok_or_else(|| MergeError::Arrow("timestamp array".into()))?;
+                        .ok_or_else(|| MergeError::arrow("timestamp array"))?;
                     Arc::new(a.with_timezone(tz.as_ref()))
                 }
                 None => arr,
             }
         }
         other => {
-            return Err(MergeError::Schema(format!(
+            return Err(MergeError::schema(format!(
                 "column `{name}`: Arrow type {other} is not supported"
             )))
         }
@@ -390,7 +390,8 @@ pub fn value_at(array: &dyn arrow_array::Array, i: usize) -> Result<Value, Merge
         ),
         DataType::FixedSizeBinary(16) => {
             let bytes = array.as_fixed_size_binary().value(i);
-            let u = uuid::Uuid::from_slice(bytes).map_err(|e| MergeError::Arrow(e.to_string()))?;
+            let u = uuid::Uuid::from_slice(bytes)
+                .map_err(MergeError::arrow_from("a UUID of the wrong length"))?;
             Value::String(u.hyphenated().to_string())
         }
         DataType::Decimal128(_, s) => {
@@ -401,7 +402,7 @@ pub fn value_at(array: &dyn arrow_array::Array, i: usize) -> Result<Value, Merge
             let days = array.as_primitive::<Date32Type>().value(i);
             let d = NaiveDate::from_ymd_opt(1970, 1, 1)
                 .and_then(|e| e.checked_add_signed(chrono::TimeDelta::days(i64::from(days))))
-                .ok_or_else(|| MergeError::Arrow(format!("date {days} out of range")))?;
+                .ok_or_else(|| MergeError::arrow(format!("date {days} out of range")))?;
             Value::String(d.format("%Y-%m-%d").to_string())
         }
         DataType::Time64(TimeUnit::Microsecond) => {
@@ -417,7 +418,7 @@ pub fn value_at(array: &dyn arrow_array::Array, i: usize) -> Result<Value, Merge
         DataType::Timestamp(TimeUnit::Microsecond, tz) => {
             let us = array.as_primitive::<TimestampMicrosecondType>().value(i);
             let dt = DateTime::from_timestamp_micros(us)
-                .ok_or_else(|| MergeError::Arrow(format!("timestamp {us} out of range")))?;
+                .ok_or_else(|| MergeError::arrow(format!("timestamp {us} out of range")))?;
             let text = dt.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
             Value::String(if tz.is_some() {
                 format!("{text}Z")
@@ -426,7 +427,7 @@ pub fn value_at(array: &dyn arrow_array::Array, i: usize) -> Result<Value, Merge
             })
         }
         other => {
-            return Err(MergeError::Schema(format!(
+            return Err(MergeError::schema(format!(
                 "Arrow type {other} is not supported"
             )))
         }

@@ -5,7 +5,7 @@
 //! Kept compact: integer keys (the common case) are stored as `i64`; other keys by their
 //! canonical encoding. Entries are 16 bytes.
 
-use crate::arrow_rows::{array, value_at};
+use crate::io::rows::{array, value_at};
 use crate::MergeError;
 use arrow_schema::DataType;
 use iceberg::spec::Schema;
@@ -63,16 +63,16 @@ impl KeyColumns {
         let mut ids: Vec<i32> = schema.identifier_field_ids().collect();
         ids.sort_unstable();
         let arrow = iceberg::arrow::schema_to_arrow_schema(schema)
-            .map_err(|e| MergeError::Schema(e.to_string()))?;
+            .map_err(MergeError::schema_from("the table schema in Arrow"))?;
         let columns = ids
             .into_iter()
             .map(|id| {
                 let name = schema.name_by_field_id(id).ok_or_else(|| {
-                    MergeError::Schema(format!("identifier field {id} has no name"))
+                    MergeError::schema(format!("identifier field {id} has no name"))
                 })?;
                 let field = arrow
                     .field_with_name(name)
-                    .map_err(|e| MergeError::Schema(e.to_string()))?;
+                    .map_err(MergeError::schema_from(format!("key column `{name}`")))?;
                 Ok((name.to_owned(), field.data_type().clone()))
             })
             .collect::<Result<Vec<_>, MergeError>>()?;
@@ -135,7 +135,7 @@ pub struct KeyIndex {
 
 /// `Location::file` of a deleted key: the index remembers the LSN of the delete so that a
 /// replayed older event cannot bring the row back (its `pos` holds when the key was deleted,
-/// in seconds since the epoch). They survive restarts through [`crate::tombstones`].
+/// in seconds since the epoch). They survive restarts through [`crate::table::tombstones`].
 pub const TOMBSTONE: u32 = u32::MAX;
 
 impl KeyIndex {
@@ -157,8 +157,8 @@ impl KeyIndex {
     }
 
     /// Every tombstone, as the tombstone log keeps them.
-    pub fn tombstones(&self) -> Vec<crate::tombstones::Tombstone> {
-        let t = |key: Key, l: &Location| crate::tombstones::Tombstone {
+    pub fn tombstones(&self) -> Vec<crate::table::tombstones::Tombstone> {
+        let t = |key: Key, l: &Location| crate::table::tombstones::Tombstone {
             key,
             lsn: l.lsn,
             deleted_at: l.pos,

@@ -1,10 +1,15 @@
-//! Table maintenance: [`compaction`](crate::compaction), [`expiry`](crate::expiry) and
-//! [`orphans`](crate::orphans), in that order, each switched on by its own policy.
+//! Table maintenance: [`compaction`] (small files and files with deletes rewritten),
+//! [`expiry`] (old snapshots and what only they reach) and [`orphans`] (files no metadata
+//! references), in that order, each switched on by its own policy.
+
+pub mod compaction;
+pub mod expiry;
+pub mod orphans;
 
 use crate::catalog::Catalog;
-use crate::compaction::{compact, CompactionPolicy, CompactionReport};
-use crate::expiry::{expire, ExpiryPolicy, ExpiryReport};
-use crate::orphans::{remove_orphans, OrphanPolicy, OrphanReport};
+use crate::maintenance::compaction::{compact, CompactionPolicy, CompactionReport};
+use crate::maintenance::expiry::{expire, ExpiryPolicy, ExpiryReport};
+use crate::maintenance::orphans::{remove_orphans, OrphanPolicy, OrphanReport};
 use crate::MergeError;
 use iceberg::table::Table;
 

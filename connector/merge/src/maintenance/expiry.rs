@@ -143,13 +143,13 @@ pub async fn expire(
             TableMetadataBuilder::new_from_metadata(table.metadata().clone(), base_location)
                 .remove_snapshots(&ids)
                 .build()
-                .map_err(|e| MergeError::Commit(format!("expiring snapshots: {e}")))?
+                .map_err(MergeError::commit_from("expiring snapshots"))?
                 .metadata;
         match commit_metadata(catalog, &table, new_metadata).await? {
             Outcome::Conflict => {
                 report.conflicts += 1;
                 if report.conflicts >= policy.max_attempts {
-                    return Err(MergeError::Commit(format!(
+                    return Err(MergeError::commit(format!(
                         "{}: snapshot expiry lost {} commits in a row to concurrent writers",
                         table.identifier(),
                         report.conflicts

@@ -20,15 +20,19 @@
 //! table loses nothing). The group's committed offsets are never read back; they are
 //! committed only after the table commits that make them durable, for lag monitoring.
 
-use super::{Partition, SourceRecord};
-use crate::config::{KafkaAssignment, KafkaSection};
-use anyhow::{anyhow, bail, Context as _, Result};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+mod discovery;
+mod rebalance;
+
+use super::{Chunks, Partition, Revocation, Source, SourceRecord};
+use crate::config::{client_config, KafkaAssignment, KafkaSection};
+use anyhow::{anyhow, Context as _, Result};
+use discovery::Discovery;
+use futures::future::BoxFuture;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
+use rebalance::CdcContext;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,20 +41,12 @@ use tokio::sync::mpsc;
 
 /// How long a partition's records wait to fill a chunk.
 const LINGER: Duration = Duration::from_millis(50);
-/// How often `manual` assignment looks for new topics and partitions.
-const DISCOVER_EVERY: Duration = Duration::from_secs(5);
 /// How long a revocation waits for the sink's commits before letting go anyway.
 const REVOKE_WAIT: Duration = Duration::from_secs(120);
 
-/// Partitions about to be taken away; the sink commits its open batches and answers on
-/// `done`.
-pub struct Revocation {
-    pub partitions: Vec<Partition>,
-    pub done: std::sync::mpsc::SyncSender<()>,
-}
-
-/// What the sink holds of the Kafka source besides the records.
+/// The Kafka source as the pipeline runs it: the polling thread, and what the sink tells it.
 pub struct KafkaHandle {
+    chunks: Option<Chunks>,
     /// Until the sink's transform stage takes them (it hands them on in order with the
     /// chunks).
     revocations: Option<mpsc::Receiver<Revocation>>,
@@ -61,13 +57,11 @@ pub struct KafkaHandle {
     durable: Arc<Mutex<BTreeMap<Partition, i64>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Says when the polling thread is done (its consumer closed).
+    finished: std::sync::mpsc::Receiver<()>,
 }
 
 impl KafkaHandle {
-    pub fn take_revocations(&mut self) -> Option<mpsc::Receiver<Revocation>> {
-        self.revocations.take()
-    }
-
     /// After a table commit: positions for later assignments, offsets for the group.
     pub fn durable(&self, watermarks: &BTreeMap<Partition, i64>) {
         raise(&self.durable, watermarks);
@@ -82,14 +76,50 @@ impl KafkaHandle {
 
     /// Commits the last durable offsets to the group and closes the consumer (leaving the
     /// group revokes every partition: the sink committed everything before this).
-    pub fn close(mut self) {
+    pub fn shut_down(mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(r) = self.revocations.as_mut() {
             r.close();
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        // a consumer whose requests a broker left hanging can take librdkafka's socket
+        // timeout to close: the stop does not wait for it (group offsets are monitoring only)
+        match self.finished.recv_timeout(CLOSE_WAIT) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!(
+                    "the Kafka consumer did not close within {CLOSE_WAIT:?}; leaving it"
+                );
+            }
+            _ => {
+                if let Some(t) = self.thread.take() {
+                    let _ = t.join();
+                }
+            }
         }
+    }
+}
+
+impl Source for KafkaHandle {
+    fn chunks(&mut self) -> Option<Chunks> {
+        self.chunks.take()
+    }
+
+    fn revocations(&mut self) -> Option<mpsc::Receiver<Revocation>> {
+        self.revocations.take()
+    }
+
+    fn acknowledge(&self, durable: &BTreeMap<Partition, i64>) {
+        self.durable(durable);
+    }
+
+    fn tables_at(&self, positions: &BTreeMap<Partition, i64>) {
+        KafkaHandle::tables_at(self, positions);
+    }
+
+    fn close(self: Box<Self>, read: BTreeMap<Partition, i64>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            self.durable(&read);
+            let _ = tokio::task::spawn_blocking(move || self.shut_down()).await;
+        })
     }
 }
 
@@ -101,49 +131,6 @@ fn raise(to: &Mutex<BTreeMap<Partition, i64>>, at: &BTreeMap<Partition, i64>) {
             *cur = (*cur).max(*w);
         }
     }
-}
-
-/// The librdkafka settings of a section: ours, then the pass-through `options` (which may
-/// not turn on auto-commit: offsets move only after table commits).
-pub fn client_config(section: &KafkaSection, group: &str) -> Result<ClientConfig> {
-    let servers = section.bootstrap_servers.as_deref().ok_or_else(|| {
-        anyhow!("iceberg.source.kafka.bootstrap-servers is not set (nor BOOTSTRAP_SERVER_URL)")
-    })?;
-    if section
-        .options
-        .get("partition.assignment.strategy")
-        .is_some_and(|s| s.contains("cooperative"))
-        || section.options.contains_key("group.protocol")
-    {
-        // positioning on assignment replaces the whole assignment: eager rebalances only
-        bail!("kafka options: cooperative and KIP-848 rebalancing are not supported (leave partition.assignment.strategy and group.protocol at their defaults)");
-    }
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", servers)
-        .set("group.id", group)
-        .set("enable.partition.eof", "false")
-        .set("auto.offset.reset", section.auto_offset_reset.as_str());
-    for (k, v) in &section.options {
-        c.set(k, v);
-    }
-    // every partition is positioned explicitly; an offset that goes out of range while it
-    // is read (retention overtaking the reader) is an error, not a silent jump
-    if section.options.contains_key("auto.offset.reset") {
-        tracing::warn!("kafka option auto.offset.reset is ignored: see auto-offset-reset");
-    }
-    c.set("auto.offset.reset", "error");
-    for (key, value) in [
-        ("enable.auto.commit", "false"),
-        ("enable.auto.offset.store", "false"),
-    ] {
-        if section.options.get(key).is_some_and(|v| v != value) {
-            tracing::warn!(
-                "kafka option {key} is ignored: offsets are committed after each table commit"
-            );
-        }
-        c.set(key, value);
-    }
-    Ok(c)
 }
 
 struct Shared {
@@ -255,93 +242,6 @@ impl Shared {
     }
 }
 
-struct CdcContext(Arc<Shared>);
-
-impl ClientContext for CdcContext {}
-
-impl ConsumerContext for CdcContext {
-    /// The group's rebalances, done here in full (not by rust-rdkafka's default, which
-    /// assigns first and lets us position after): an assignment without offsets would make
-    /// librdkafka look for group-committed offsets, find none and report every such
-    /// partition as out of range (`auto.offset.reset` is `error`) before our positions
-    /// replace it.
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl),
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                self.revoke(tpl);
-                if let Err(e) = consumer.unassign() {
-                    tracing::error!(error = %e, "giving up the revoked partitions failed");
-                }
-            }
-            other => {
-                tracing::error!(error = %RDKafkaErrorCode::from(other), "kafka: rebalance failed; giving up the assignment");
-                let _ = consumer.unassign();
-            }
-        }
-    }
-}
-
-impl CdcContext {
-    fn revoke(&self, tpl: &TopicPartitionList) {
-        let partitions = partitions_of(tpl);
-        if partitions.is_empty() || self.0.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        tracing::info!(
-            ?partitions,
-            "partitions revoked: committing open batches first"
-        );
-        // what was read of them goes first, then the sink commits and answers
-        self.0.flush(Some(&partitions), Duration::ZERO);
-        if let Ok(mut revoked) = self.0.revoked.lock() {
-            revoked.extend(partitions.iter().cloned());
-        }
-        let (done, answered) = std::sync::mpsc::sync_channel(1);
-        if self
-            .0
-            .revocations
-            .blocking_send(Revocation { partitions, done })
-            .is_ok()
-            && answered.recv_timeout(REVOKE_WAIT).is_err()
-        {
-            tracing::warn!("open batches not committed within {REVOKE_WAIT:?} of a revocation");
-        }
-    }
-
-    fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
-        // each partition starts where the tables are (or by auto-offset-reset)
-        let mut at = TopicPartitionList::new();
-        let mut assigned = Vec::new();
-        for e in tpl.elements() {
-            let p = Partition::kafka(e.topic(), e.partition());
-            let Some(offset) = self.0.start_of(consumer, &p) else {
-                continue;
-            };
-            if let Err(e) = at.add_partition_offset(e.topic(), e.partition(), offset) {
-                tracing::error!(error = %e, "cannot position {p}");
-                continue;
-            }
-            assigned.push(p);
-        }
-        self.0.started.store(true, Ordering::SeqCst);
-        if let Ok(mut revoked) = self.0.revoked.lock() {
-            for p in &assigned {
-                revoked.remove(p);
-            }
-        }
-        tracing::info!(?assigned, "partitions assigned");
-        if let Err(e) = consumer.assign(&at) {
-            tracing::error!(error = %e, "positioning the assigned partitions failed");
-        }
-    }
-}
-
 fn partitions_of(tpl: &TopicPartitionList) -> Vec<Partition> {
     tpl.elements()
         .iter()
@@ -355,7 +255,7 @@ pub fn spawn(
     group: &str,
     resume: &BTreeMap<Partition, i64>,
     chunk: usize,
-) -> Result<(mpsc::Receiver<Result<Vec<SourceRecord>>>, KafkaHandle)> {
+) -> Result<KafkaHandle> {
     let (tx, rx) = mpsc::channel(4);
     let stop = Arc::new(AtomicBool::new(false));
     let (rev_tx, rev_rx) = mpsc::channel(1);
@@ -399,24 +299,27 @@ pub fn spawn(
         }
     };
     let durable = Arc::new(Mutex::new(BTreeMap::new()));
+    let (finished_tx, finished) = std::sync::mpsc::sync_channel(1);
     let thread = {
         let durable = durable.clone();
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("kafka-source".into())
-            .spawn(move || poll_loop(consumer, shared, chunk, durable, stop, discovery))
+            .spawn(move || {
+                poll_loop(consumer, shared, chunk, durable, stop, discovery);
+                let _ = finished_tx.send(());
+            })
             .context("starting the Kafka thread")?
     };
-    Ok((
-        rx,
-        KafkaHandle {
-            revocations: Some(rev_rx),
-            positions,
-            durable,
-            stop,
-            thread: Some(thread),
-        },
-    ))
+    Ok(KafkaHandle {
+        chunks: Some(rx),
+        revocations: Some(rev_rx),
+        positions,
+        durable,
+        stop,
+        thread: Some(thread),
+        finished,
+    })
 }
 
 fn poll_loop(
@@ -503,79 +406,11 @@ fn poll_loop(
     }
 }
 
+/// How long a stopping source waits for its polling thread and consumer to finish.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
 /// How long a stopping source waits for its last group-offset commit to go out.
 const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(1);
-
-/// `manual` assignment: which topics match, and the partitions taken so far.
-struct Discovery {
-    names: Vec<String>,
-    pattern: Option<regex::Regex>,
-    assigned: std::collections::BTreeSet<Partition>,
-    last: Option<Instant>,
-}
-
-impl Discovery {
-    fn new(section: &KafkaSection) -> Result<Discovery> {
-        let pattern = section
-            .topic_pattern
-            .as_deref()
-            .map(|p| regex::Regex::new(&format!("^(?:{})", p.trim_start_matches('^'))))
-            .transpose()
-            .context("iceberg.source.kafka.topic-pattern")?;
-        Ok(Discovery {
-            names: section.topics.clone(),
-            pattern,
-            assigned: Default::default(),
-            last: None,
-        })
-    }
-
-    fn matches(&self, topic: &str) -> bool {
-        self.names.iter().any(|n| n == topic)
-            || (!topic.starts_with("__")
-                && self.pattern.as_ref().is_some_and(|p| p.is_match(topic)))
-    }
-
-    fn due(&self) -> bool {
-        self.last.is_none_or(|at| at.elapsed() >= DISCOVER_EVERY)
-    }
-
-    /// Takes the matching partitions not taken yet, each where the tables say.
-    fn run(&mut self, consumer: &BaseConsumer<CdcContext>, shared: &Shared) -> Result<()> {
-        self.last = Some(Instant::now());
-        let metadata = consumer
-            .fetch_metadata(None, Duration::from_secs(10))
-            .context("reading the topics' metadata")?;
-        let mut tpl = TopicPartitionList::new();
-        let mut taken = Vec::new();
-        for topic in metadata.topics() {
-            if topic.error().is_some() || !self.matches(topic.name()) {
-                continue;
-            }
-            for p in topic.partitions() {
-                let partition = Partition::kafka(topic.name(), p.id());
-                if self.assigned.contains(&partition) {
-                    continue;
-                }
-                let Some(offset) = shared.start_of(consumer, &partition) else {
-                    continue;
-                };
-                tpl.add_partition_offset(topic.name(), p.id(), offset)?;
-                taken.push(partition);
-            }
-        }
-        shared.started.store(true, Ordering::SeqCst);
-        if taken.is_empty() {
-            return Ok(());
-        }
-        consumer
-            .incremental_assign(&tpl)
-            .context("taking the topics' partitions")?;
-        tracing::info!(partitions = ?taken, "reading");
-        self.assigned.extend(taken);
-        Ok(())
-    }
-}
 
 /// Commits the durable offsets that moved, for the partitions this member holds.
 fn commit_durable(

@@ -1,8 +1,8 @@
 //! A batch of CDC records, in source order, reduced to one final action per primary key:
 //! what `MERGE INTO` would do. Pure: the table is consulted only through `stored_lsn`.
 
-use crate::arrow_rows::Row;
-use crate::key_index::{Key, KeyColumns};
+use crate::io::rows::Row;
+use crate::table::key_index::{Key, KeyColumns};
 use crate::MergeError;
 use debezium_cdc::record::{ChangeRecord, Op};
 use serde_json::{Map, Value};

@@ -12,14 +12,18 @@
 
 use crate::catalog::Catalog;
 use crate::commit::{commit as commit_snapshot, discard, live_files, Changes, LiveFile, Outcome};
-use crate::files::{read_position_deletes, read_rows, DataWriter, WriteOptions};
-use crate::table::newest_in_history;
+use crate::history::{newest_in_history, TOMBSTONES_KEY};
+use crate::io::{read_position_deletes, read_rows, DataWriter, WriteOptions};
 use crate::MergeError;
 use arrow_array::BooleanArray;
-use iceberg::spec::{DataContentType, DataFile, Operation, Struct};
+use iceberg::spec::{DataContentType, DataFile, Operation, Struct, TableMetadata};
 use iceberg::table::Table;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The summary key that marks a maintenance snapshot (`compaction`).
+pub const MAINTENANCE_KEY: &str = "cdc.maintenance";
 
 /// When and how much to compact.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,13 +38,47 @@ pub struct CompactionPolicy {
     pub max_input_bytes: u64,
     /// Rewrites attempted when concurrent commits invalidate one.
     pub max_attempts: u32,
-    /// A snapshot-summary key naming a writer (`cdc.connector`). The compaction's snapshot
-    /// copies the summary properties of the same namespace (`cdc.*`) of the newest snapshot
-    /// that has it: the rows are the same, so the writer's offsets still hold, and snapshot
-    /// expiry need not keep the older snapshot (and with it every file the compaction
-    /// replaced) for the writer's sake.
-    pub carry_summary_of: Option<String>,
+    /// What a writer's snapshots record that the compaction's snapshot carries on (the rows
+    /// are the same, so the writer's source positions still hold, and snapshot expiry need
+    /// not keep the older snapshot, and with it every file the compaction replaced, for the
+    /// writer's sake). The merge engine's own properties (the tombstone list) are always
+    /// carried.
+    pub carry: Option<CarrySummary>,
 }
+
+/// Makes, from the table a rewrite commits on, the summary properties its writer wants
+/// carried through a compaction (the connector's ledger: its name and source positions).
+#[derive(Clone)]
+pub struct CarrySummary(Arc<CarryFn>);
+
+type CarryFn = dyn Fn(&TableMetadata) -> HashMap<String, String> + Send + Sync;
+
+impl CarrySummary {
+    pub fn new(
+        f: impl Fn(&TableMetadata) -> HashMap<String, String> + Send + Sync + 'static,
+    ) -> CarrySummary {
+        CarrySummary(Arc::new(f))
+    }
+
+    pub fn properties(&self, metadata: &TableMetadata) -> HashMap<String, String> {
+        (self.0)(metadata)
+    }
+}
+
+impl std::fmt::Debug for CarrySummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CarrySummary(..)")
+    }
+}
+
+/// Two are equal when they are the same function.
+impl PartialEq for CarrySummary {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CarrySummary {}
 
 impl Default for CompactionPolicy {
     fn default() -> Self {
@@ -51,7 +89,7 @@ impl Default for CompactionPolicy {
             min_input_files: 5,
             max_input_bytes: 1 << 30,
             max_attempts: 3,
-            carry_summary_of: None,
+            carry: None,
         }
     }
 }
@@ -219,7 +257,7 @@ async fn live_state(table: &Table) -> Result<LiveState, MergeError> {
                 state.deletes.push(f);
             }
             DataContentType::EqualityDeletes => {
-                return Err(MergeError::Schema(format!(
+                return Err(MergeError::schema(format!(
                     "{} has equality delete files, which compaction does not rewrite",
                     table.identifier()
                 )))
@@ -260,7 +298,7 @@ pub async fn prepare(
     }
     let arrow_schema = std::sync::Arc::new(
         iceberg::arrow::schema_to_arrow_schema(metadata.current_schema())
-            .map_err(|e| MergeError::Schema(e.to_string()))?,
+            .map_err(MergeError::schema_from("the table schema in Arrow"))?,
     );
     let write = WriteOptions {
         target_file_size: policy.target_file_size as usize,
@@ -302,7 +340,7 @@ pub async fn prepare(
                     }));
                 }
                 let kept = arrow_select::filter::filter_record_batch(&batch, &keep)
-                    .map_err(|e| MergeError::Arrow(e.to_string()))?;
+                    .map_err(MergeError::arrow_from("dropping deleted rows"))?;
                 report.rows_read += batch.num_rows() as u64;
                 report.rows_written += kept.num_rows() as u64;
                 out.write(&kept).await?;
@@ -322,7 +360,7 @@ pub async fn prepare(
             report.bytes_written += f.file_size_in_bytes();
         }
         if total != u64::from(next) {
-            return Err(MergeError::Io(format!(
+            return Err(MergeError::io(format!(
                 "compaction wrote {total} rows of {next}"
             )));
         }
@@ -419,23 +457,23 @@ pub enum Committed {
     Dropped(String),
 }
 
-/// The summary properties a compaction snapshot on `table` carries (see
-/// [`CompactionPolicy::carry_summary_of`]).
-pub fn carried_summary(table: &Table, key: Option<&str>) -> HashMap<String, String> {
-    let mut out = HashMap::from([("cdc.maintenance".to_owned(), "compaction".to_owned())]);
-    let Some(key) = key else {
-        return out;
-    };
-    let prefix = key.split_once('.').map_or(key, |(ns, _)| ns).to_owned() + ".";
-    let newest = newest_in_history(table.metadata(), |s| {
-        s.summary().additional_properties.contains_key(key)
-    });
-    if let Some(s) = newest {
-        for (k, v) in &s.summary().additional_properties {
-            if k.starts_with(&prefix) && !out.contains_key(k) {
-                out.insert(k.clone(), v.clone());
-            }
+/// The summary properties a compaction snapshot on `table` carries: the merge engine's
+/// tombstone list as the newest snapshot has it, and what the writer's
+/// [`CompactionPolicy::carry`] makes of the table.
+pub fn carried_summary(table: &Table, carry: Option<&CarrySummary>) -> HashMap<String, String> {
+    let mut out = HashMap::from([(MAINTENANCE_KEY.to_owned(), "compaction".to_owned())]);
+    let metadata = table.metadata();
+    if let Some(s) = newest_in_history(metadata, |s| {
+        s.summary()
+            .additional_properties
+            .contains_key(TOMBSTONES_KEY)
+    }) {
+        if let Some(list) = s.summary().additional_properties.get(TOMBSTONES_KEY) {
+            out.insert(TOMBSTONES_KEY.to_owned(), list.clone());
         }
+    }
+    for (k, v) in carry.map(|c| c.properties(metadata)).unwrap_or_default() {
+        out.entry(k).or_insert(v);
     }
     out
 }
@@ -454,7 +492,7 @@ pub async fn commit(
             added_deletes: Vec::new(),
             removed: rewrite.removed.clone(),
             operation: Some(Operation::Replace),
-            properties: carried_summary(&table, policy.carry_summary_of.as_deref()),
+            properties: carried_summary(&table, policy.carry.as_ref()),
             schema: None,
         };
         match commit_snapshot(catalog, &table, changes).await? {
@@ -557,7 +595,7 @@ mod tests {
             min_input_files: 3,
             max_input_bytes: 10_000,
             max_attempts: 3,
-            carry_summary_of: None,
+            carry: None,
         }
     }
 

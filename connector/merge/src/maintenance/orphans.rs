@@ -4,7 +4,7 @@
 //! files written, its compare-and-swap not yet done) never loses a file.
 
 use crate::commit::referenced_files;
-use crate::storage::{Listed, Storage};
+use crate::io::storage::{Listed, Storage};
 use crate::MergeError;
 use iceberg::table::Table;
 use std::collections::BTreeSet;

@@ -113,7 +113,7 @@ impl Storage {
             Some("file") => StoreKind::Local,
             Some("s3" | "s3a") => StoreKind::S3,
             _ => {
-                return Err(MergeError::Io(format!(
+                return Err(MergeError::io(format!(
                     "warehouse `{warehouse}`: use file:///path or s3://bucket/prefix"
                 )))
             }
@@ -124,7 +124,7 @@ impl Storage {
                 .map(|(_, rest)| rest.split('/').next().unwrap_or(""))
                 .unwrap_or("");
             if bucket.is_empty() {
-                return Err(MergeError::Io(format!(
+                return Err(MergeError::io(format!(
                     "warehouse `{warehouse}` names no bucket (s3://bucket/prefix)"
                 )));
             }
@@ -179,14 +179,14 @@ impl Storage {
                 };
                 tokio::task::spawn_blocking(move || list_dir(scheme, &dir))
                     .await
-                    .map_err(|e| MergeError::Io(format!("listing {prefix}: {e}")))?
+                    .map_err(MergeError::io_from(format!("listing {prefix}")))?
             }
             StoreKind::S3 => {
                 let (scheme, rest) = prefix.split_once("://").unwrap_or(("s3", &prefix));
                 let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
                 let op = self.s3_operator(bucket)?;
                 let failed = |e: opendal::Error| {
-                    MergeError::Io(format!(
+                    MergeError::io(format!(
                         "listing {prefix}: {}",
                         self.explain(&with_causes(&e))
                     ))
@@ -241,7 +241,9 @@ impl Storage {
             b = b.enable_virtual_host_style();
         }
         Ok(opendal::Operator::new(b)
-            .map_err(|e| MergeError::Io(format!("S3 client for bucket {bucket}: {e}")))?
+            .map_err(MergeError::io_from(format!(
+                "S3 client for bucket {bucket}"
+            )))?
             .finish())
     }
 
@@ -253,9 +255,9 @@ impl Storage {
                 .warehouse
                 .strip_prefix("file://")
                 .unwrap_or(&self.warehouse);
-            std::fs::create_dir_all(path).map_err(|e| {
-                MergeError::Io(format!("warehouse folder {path} cannot be created: {e}"))
-            })?;
+            std::fs::create_dir_all(path).map_err(MergeError::io_from(format!(
+                "warehouse folder {path} cannot be created"
+            )))?;
         }
         let io = self.file_io();
         let probe = format!(
@@ -277,7 +279,7 @@ impl Storage {
             .map_err(explain)?;
         io.delete(&probe).await.map_err(explain)?;
         if read.as_ref() != b"probe" {
-            return Err(MergeError::Io(format!(
+            return Err(MergeError::io(format!(
                 "warehouse {}: an object written there read back different",
                 self.warehouse
             )));
@@ -320,7 +322,7 @@ impl Storage {
         // and its response headers) is the store's answer and the causes
         let answer = raw.split_once(" => ").map_or(raw, |(_, rest)| rest);
         let answer = answer.rsplit_once("} => ").map_or(answer, |(_, rest)| rest);
-        MergeError::Io(format!("{why}: {answer}"))
+        MergeError::io(format!("{why}: {answer}"))
     }
 }
 
@@ -332,14 +334,14 @@ fn list_dir(scheme: &str, dir: &str) -> Result<Vec<Listed>, MergeError> {
         let entries = match std::fs::read_dir(&d) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(MergeError::Io(format!("listing {}: {e}", d.display()))),
+            Err(e) => return Err(MergeError::io_from(format!("listing {}", d.display()))(e)),
         };
         for entry in entries {
             let entry =
-                entry.map_err(|e| MergeError::Io(format!("listing {}: {e}", d.display())))?;
+                entry.map_err(|e| MergeError::io_from(format!("listing {}", d.display()))(e))?;
             let meta = entry
                 .metadata()
-                .map_err(|e| MergeError::Io(format!("{}: {e}", entry.path().display())))?;
+                .map_err(|e| MergeError::io_from(entry.path().display().to_string())(e))?;
             if meta.is_dir() {
                 pending.push(entry.path());
             } else if meta.is_file() {

@@ -10,15 +10,14 @@
 //! deletes of one retention period (`TableOptions::tombstone_retention`, 7 days by default:
 //! far longer than any replay window of Debezium or a consumer group).
 
-use crate::key_index::Key;
+pub use crate::history::{listed, TOMBSTONES_KEY};
+use crate::table::key_index::Key;
 use crate::MergeError;
 use arrow_array::{Array, BinaryArray, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use iceberg::io::FileIO;
 use std::sync::Arc;
 
-/// The snapshot-summary key listing the tombstone files in force.
-pub const TOMBSTONES_KEY: &str = "cdc.tombstones";
 /// Files listed before the next deleting commit consolidates them into one.
 pub const MAX_FILES: usize = 32;
 
@@ -28,19 +27,6 @@ pub struct Tombstone {
     pub key: Key,
     pub lsn: i64,
     pub deleted_at: u32,
-}
-
-/// The files a snapshot summary lists.
-pub fn listed(summary: Option<&std::collections::HashMap<String, String>>) -> Vec<String> {
-    summary
-        .and_then(|s| s.get(TOMBSTONES_KEY))
-        .map(|list| {
-            list.split(',')
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn schema() -> Arc<Schema> {
@@ -74,8 +60,8 @@ fn decode(bytes: &[u8]) -> Option<Key> {
     }
 }
 
-fn io(path: &str) -> impl Fn(iceberg::Error) -> MergeError + '_ {
-    move |e| MergeError::Io(format!("{path}: {e}"))
+fn io(path: &str) -> impl FnOnce(iceberg::Error) -> MergeError + '_ {
+    MergeError::io_from(path)
 }
 
 /// Writes `tombstones` as a new file under `table_location/metadata/`; returns its path.
@@ -92,14 +78,14 @@ pub async fn write(
     let lsns = Int64Array::from_iter_values(tombstones.iter().map(|t| t.lsn));
     let at = Int64Array::from_iter_values(tombstones.iter().map(|t| i64::from(t.deleted_at)));
     let batch = RecordBatch::try_new(schema(), vec![Arc::new(keys), Arc::new(lsns), Arc::new(at)])
-        .map_err(|e| MergeError::Arrow(e.to_string()))?;
+        .map_err(MergeError::arrow_from("tombstones"))?;
     let mut bytes = Vec::new();
     let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema(), None)
-        .map_err(|e| MergeError::Io(format!("{path}: {e}")))?;
+        .map_err(MergeError::io_from(path.as_str()))?;
     writer
         .write(&batch)
         .and_then(|_| writer.close().map(|_| ()))
-        .map_err(|e| MergeError::Io(format!("{path}: {e}")))?;
+        .map_err(MergeError::io_from(path.as_str()))?;
     file_io
         .new_output(&path)
         .map_err(io(&path))?
@@ -112,8 +98,8 @@ pub async fn write(
 /// The tombstones of one file.
 pub async fn read(file_io: &FileIO, path: &str) -> Result<Vec<Tombstone>, MergeError> {
     let mut out = Vec::new();
-    for batch in crate::files::read_columns(file_io, path, &["key", "lsn", "deleted_at"]).await? {
-        let bad = || MergeError::Io(format!("{path}: not a tombstone file"));
+    for batch in crate::io::read_columns(file_io, path, &["key", "lsn", "deleted_at"]).await? {
+        let bad = || MergeError::io(format!("{path}: not a tombstone file"));
         let keys = batch
             .column(0)
             .as_any()
