@@ -88,7 +88,7 @@ impl Sink {
                 }
                 arrival = arrivals.recv() => match arrival.transpose()? {
                     None => break,
-                    Some(Arrival::Chunk(chunk)) => self.take_chunk(chunk).await?,
+                    Some(Arrival::Chunk(chunk)) => self.take_chunk(chunk, &stop).await?,
                     Some(Arrival::Revoked(r)) => self.revoke(r, source.as_ref()).await?,
                 },
                 _ = tick => {}
@@ -114,8 +114,10 @@ impl Sink {
     }
 
     /// One transformed source chunk: each record routed, admitted by its table and batched
-    /// (or dead-lettered); a batch is committed as soon as it is full.
-    async fn take_chunk(&mut self, chunk: Transformed) -> Result<()> {
+    /// (or dead-lettered); a batch is committed as soon as it is full. A stop request ends
+    /// the chunk early (a chunk can fill many batches, each a commit): the records not taken
+    /// stay unread, and a restart reads them again.
+    async fn take_chunk(&mut self, chunk: Transformed, stop: &watch::Receiver<bool>) -> Result<()> {
         let Transformed {
             partition,
             last,
@@ -133,6 +135,10 @@ impl Sink {
         for record in records {
             // everything before this record is in a batch (or filtered out)
             self.ledger.read_to(&partition, record.offset);
+            if *stop.borrow() {
+                tracing::info!(%partition, at = record.offset, "stop requested: the rest of the chunk stays unread");
+                return Ok(());
+            }
             self.take_record(&partition, record).await?;
         }
         tracing::debug!(%partition, last, read, "chunk read");

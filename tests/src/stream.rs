@@ -45,6 +45,15 @@ impl Shape {
             _ => "listed_on",
         }
     }
+
+    /// Days from 2024-01-01 the dates spread over: the tests' items over half a year (six
+    /// monthly partitions), the benchmark's tables over a year.
+    fn day_span(self) -> u64 {
+        match self {
+            Shape::Items => 180,
+            _ => 365,
+        }
+    }
 }
 
 /// What [`Spec::events`] counts.
@@ -312,14 +321,15 @@ pub fn write_stream(
         } else {
             let version = versions[t][slot].map_or(0, |v| v + 1);
             let day_column = spec.shape.day_column();
+            let span = spec.shape.day_span();
             let day = match &old {
                 Some(b) if !rng.chance(spec.moves) => b[day_column].as_u64().unwrap_or(BASE_DAY),
                 Some(b) => {
                     // another month: at least 31 days away
                     let was = b[day_column].as_u64().unwrap_or(BASE_DAY);
-                    BASE_DAY + (was - BASE_DAY + 31 + rng.below(300)) % 365
+                    BASE_DAY + (was - BASE_DAY + 31 + rng.below(span - 62)) % span
                 }
-                None => BASE_DAY + rng.below(365),
+                None => BASE_DAY + rng.below(span),
             };
             let mut image = row(spec.shape, id, version, day, &mut rng);
             if spec.two_column_key {

@@ -1,6 +1,11 @@
 //! New data files: the table's rows in Arrow, grouped by partition value, through the
 //! `iceberg` crate's writer layers (Parquet file writer -> rolling file writer -> data file
 //! writer), one rolling writer per partition.
+//!
+//! The partitioning layer is ours rather than the crate's `FanoutWriter`, which does the same
+//! (one data file writer per partition value) but hands back the files of all partitions in
+//! its map's order: the key index needs each row's file and position, so the rows of one
+//! partition are written in one go and [`Written`] says which rows each file holds.
 
 use super::rows::{record_batch, Row};
 use super::CHUNK_ROWS;
