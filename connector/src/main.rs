@@ -177,42 +177,44 @@ const STOP_DEADLINE: Duration = Duration::from_secs(30);
 
 async fn run(config: ConnectorConfig) -> Result<()> {
     tracing::info!("{}", config.describe());
-    let mut sink = sink::Sink::open(config).await?;
+    // listening for the stop before anything else: a stop while the tables are opened (their
+    // key indexes rebuilt) or the SmartModules compiled ends the process at once, with
+    // nothing read and nothing to commit
+    let mut stop = watch_for_stop()?;
+    let mut sink = tokio::select! {
+        sink = sink::Sink::open(config) => sink?,
+        _ = stop.changed() => {
+            tracing::info!("stopped while opening the tables: nothing was read");
+            return Ok(());
+        }
+    };
     tracing::info!(resume = ?sink.resume_positions(), "started");
+    let result = sink.run(stop).await;
+    tracing::info!("summary: {}", sink.stats);
+    result
+}
+
+/// Turns true on SIGTERM or Ctrl-C; [`STOP_DEADLINE`] later the process gives up.
+fn watch_for_stop() -> Result<tokio::sync::watch::Receiver<bool>> {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        #[cfg(unix)]
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
         tracing::info!("signal received: stopping");
         let _ = stop_tx.send(true);
         tokio::time::sleep(STOP_DEADLINE).await;
         tracing::error!("open batches not committed within {STOP_DEADLINE:?}: abandoning them");
         std::process::exit(2);
     });
-    let result = sink.run(stop_rx).await;
-    tracing::info!("summary: {}", sink.stats);
-    result
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    Ok(stop_rx)
 }
 
 fn run_transform(args: TransformArgs) -> Result<()> {

@@ -15,7 +15,7 @@ use crate::source::{Partition, Revocation, Source};
 use crate::stats::{Progress, Stats};
 use crate::tables::{Admission, Tables};
 use crate::transform::{Arrival, Decoded, Transformed};
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use iceberg::TableIdent;
 use iceberg_cdc_merge::Catalog;
 use std::time::{Duration, Instant};
@@ -69,7 +69,17 @@ impl Sink {
         let mut source = crate::source::open(&self.config, self.ledger.resume()).await?;
         self.ledger.reading_from(source.starts());
         let chains = if source.transforms_here() {
-            crate::transform::chains(&self.config)?
+            // compiling the SmartModules takes seconds: a stop meanwhile ends the run at once
+            let config = self.config.clone();
+            let build = tokio::task::spawn_blocking(move || crate::transform::chains(&config));
+            tokio::select! {
+                built = build => built.context("compiling the SmartModules")??,
+                _ = stop.changed() => {
+                    tracing::info!("stopped while compiling the SmartModules: nothing was read");
+                    source.close(self.ledger.resume().clone()).await;
+                    return Ok(());
+                }
+            }
         } else {
             Vec::new()
         };
