@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or a used one. Installs what it needs (Debian's
 # wasm toolchain for the SmartModule, PostgreSQL, Ceph, Apache Kafka with Kafka Connect and
-# Debezium, Spark, the Python readers), then: format, lints, the .wasm build, every test.
+# Debezium, Spark, Prometheus, the Python readers), then: format, lints, the .wasm build, every test.
 #
 #   bash tests/run.sh
 #
@@ -24,11 +24,12 @@ source tests/postgres.sh
 start_postgres
 
 step "Ceph (S3 through the RADOS Gateway) for the object-store tests"
-if ! command -v faketime >/dev/null 2>&1; then
-  # the clock-skew test runs the connector under libfaketime
+if ! command -v faketime >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  # the clock-skew test runs the connector under libfaketime; the metrics test has
+  # Prometheus scrape it
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq faketime >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq faketime prometheus >/dev/null
 fi
 source tests/ceph.sh
 start_ceph

@@ -8,9 +8,11 @@ mod batch;
 mod commit;
 mod config;
 mod dead_letter;
+mod endpoint;
 mod inspect;
 mod ledger;
 mod maintenance;
+mod metrics;
 mod route;
 mod sink;
 mod source;
@@ -34,6 +36,10 @@ struct Cli {
     /// `NAME=value` lines; without it, secrets come from environment variables.
     #[arg(long, global = true)]
     secrets: Option<PathBuf>,
+    /// Serve `/metrics`, `/health` and `/ready` on this `host:port` (instead of
+    /// `iceberg.metrics.address`).
+    #[arg(long)]
+    metrics_address: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -126,7 +132,12 @@ fn main() -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     match (cli.command, config) {
-        (None, Some(config)) => runtime.block_on(run(config)),
+        (None, Some(mut config)) => {
+            if let Some(a) = cli.metrics_address {
+                config.iceberg.metrics.address = Some(a);
+            }
+            runtime.block_on(run(config))
+        }
         (Some(Command::Inspect { table, rows }), Some(config)) => {
             let stdout = std::io::stdout();
             runtime.block_on(inspect::inspect(
@@ -181,8 +192,18 @@ async fn run(config: ConnectorConfig) -> Result<()> {
     // key indexes rebuilt) or the SmartModules compiled ends the process at once, with
     // nothing read and nothing to commit
     let mut stop = watch_for_stop()?;
+    let metrics = metrics::Metrics::new();
+    let watch = &config.iceberg.metrics;
+    if let Some(address) = watch.address {
+        endpoint::serve(address, metrics.clone(), watch.stall_after()).await?;
+    }
+    if let Some(path) = watch.fluvio_socket() {
+        let smartmodule = config.transforms.first().map(|t| t.uses.clone());
+        let smartmodule = smartmodule.unwrap_or_else(|| transform::SMARTMODULE_NAME.to_owned());
+        endpoint::serve_fluvio_socket(path, metrics.clone(), smartmodule).await;
+    }
     let mut sink = tokio::select! {
-        sink = sink::Sink::open(config) => sink?,
+        sink = sink::Sink::open(config, metrics) => sink?,
         _ = stop.changed() => {
             tracing::info!("stopped while opening the tables: nothing was read");
             return Ok(());

@@ -4,6 +4,7 @@
 //! namespace and name templates (`{db}`, `{schema}`, `{table}`, `{server}`). Pure.
 
 use crate::config::TablesSection;
+use crate::dead_letter::DeadLetterReason;
 use anyhow::{anyhow, bail, Result};
 use debezium_cdc::record::{CdcRecord, ChangeRecord, Op, SourceTable};
 use iceberg::TableIdent;
@@ -16,14 +17,14 @@ pub enum Routed {
     /// Nothing to write (a logical-decoding message).
     Nothing,
     /// Nowhere: dead-letter it, for this reason.
-    DeadLetter(String),
+    DeadLetter(DeadLetterReason, String),
 }
 
 /// Routes one decoded output record of the transform stage.
 pub fn route_record(tables: &TablesSection, record: Result<CdcRecord, String>) -> Routed {
     let change = match record {
-        Err(reason) => return Routed::DeadLetter(reason),
-        Ok(CdcRecord::Error(e)) => return Routed::DeadLetter(e.reason),
+        Err(reason) => return Routed::DeadLetter(DeadLetterReason::Unroutable, reason),
+        Ok(CdcRecord::Error(e)) => return Routed::DeadLetter(DeadLetterReason::Refused, e.reason),
         Ok(CdcRecord::Change(c)) => c,
     };
     if change.op == Op::Message {
@@ -31,7 +32,7 @@ pub fn route_record(tables: &TablesSection, record: Result<CdcRecord, String>) -
     }
     match route(tables, &change.source) {
         Ok(ident) => Routed::Change(ident, change),
-        Err(e) => Routed::DeadLetter(format!("{e:#}")),
+        Err(e) => Routed::DeadLetter(DeadLetterReason::Unroutable, format!("{e:#}")),
     }
 }
 
@@ -108,12 +109,16 @@ mod tests {
     fn records_that_go_nowhere() {
         let t = TablesSection::default();
         let refused = route_record(&t, Err("not a CDC record: eof".into()));
-        assert!(matches!(refused, Routed::DeadLetter(r) if r.contains("eof")));
+        assert!(
+            matches!(refused, Routed::DeadLetter(DeadLetterReason::Unroutable, r) if r.contains("eof"))
+        );
         let error: CdcRecord = serde_json::from_value(serde_json::json!({
             "v": 1, "kind": "error", "reason": "bad decimal", "value": {"encoding": "utf8", "data": "{}"}
         }))
         .unwrap();
-        assert!(matches!(route_record(&t, Ok(error)), Routed::DeadLetter(r) if r == "bad decimal"));
+        assert!(
+            matches!(route_record(&t, Ok(error)), Routed::DeadLetter(DeadLetterReason::Refused, r) if r == "bad decimal")
+        );
         let change = |op: &str, table: Option<&str>| -> CdcRecord {
             serde_json::from_value(serde_json::json!({
                 "v": 1, "kind": "change", "op": op, "key": {"id": 1},
@@ -135,7 +140,7 @@ mod tests {
         }
         assert!(matches!(
             route_record(&t, Ok(change("c", None))),
-            Routed::DeadLetter(_)
+            Routed::DeadLetter(DeadLetterReason::Unroutable, _)
         ));
     }
 }

@@ -7,9 +7,10 @@
 use crate::batch::{Batches, Limits};
 use crate::commit::{commit, Committed};
 use crate::config::ConnectorConfig;
-use crate::dead_letter::DeadLetter;
+use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::ledger::{Ledger, Positions, CONNECTOR_KEY};
 use crate::maintenance::{maintain_table, Schedule};
+use crate::metrics::Metrics;
 use crate::route::{route_record, Routed};
 use crate::source::{Partition, Revocation, Source};
 use crate::stats::{Progress, Stats};
@@ -30,11 +31,12 @@ pub struct Sink {
     dead: DeadLetter,
     ledger: Ledger,
     maintenance: Schedule,
+    metrics: Metrics,
     pub stats: Stats,
 }
 
 impl Sink {
-    pub async fn open(config: ConnectorConfig) -> Result<Sink> {
+    pub async fn open(config: ConnectorConfig, metrics: Metrics) -> Result<Sink> {
         let catalog = Catalog::connect(&config.catalog_config()).await?;
         let b = &config.iceberg.batch;
         let limits = Limits {
@@ -42,10 +44,11 @@ impl Sink {
             max_bytes: b.max_bytes.0,
             interval: Duration::from_millis(b.interval_ms),
         };
-        let dead = DeadLetter::open(&config.dead_letters()?).await?;
+        let dead = DeadLetter::open(&config.dead_letters()?, metrics.clone()).await?;
         let mut ledger = Ledger::new(&config.meta.name);
-        let mut tables = Tables::new(&config)?;
+        let mut tables = Tables::new(&config, metrics.clone())?;
         tables.load(&config, &catalog, &mut ledger).await?;
+        metrics.tables_open();
         Ok(Sink {
             config,
             catalog,
@@ -55,6 +58,7 @@ impl Sink {
             dead,
             ledger,
             maintenance: Schedule::default(),
+            metrics,
             stats: Stats::default(),
         })
     }
@@ -68,10 +72,13 @@ impl Sink {
     pub async fn run(&mut self, mut stop: watch::Receiver<bool>) -> Result<()> {
         let mut source = crate::source::open(&self.config, self.ledger.resume()).await?;
         self.ledger.reading_from(source.starts());
+        self.metrics.source_connected(true);
         let chains = if source.transforms_here() {
             // compiling the SmartModules takes seconds: a stop meanwhile ends the run at once
             let config = self.config.clone();
-            let build = tokio::task::spawn_blocking(move || crate::transform::chains(&config));
+            let metrics = self.metrics.clone();
+            let build =
+                tokio::task::spawn_blocking(move || crate::transform::chains(&config, &metrics));
             tokio::select! {
                 built = build => built.context("compiling the SmartModules")??,
                 _ = stop.changed() => {
@@ -89,6 +96,7 @@ impl Sink {
         let mut arrivals = crate::transform::spawn(chains, chunks, source.revocations())?;
         let mut progress = Progress::new(&self.stats);
         loop {
+            self.metrics.beat();
             let tick = tokio::time::sleep(self.limits.interval.min(Progress::EVERY) / 4);
             tokio::select! {
                 biased;
@@ -111,13 +119,20 @@ impl Sink {
             self.maintain_due().await;
             self.stats.dead_lettered = self.dead.count;
             progress
-                .report(&self.stats, &self.ledger, &self.batches, source.as_ref())
+                .report(
+                    &self.stats,
+                    &self.ledger,
+                    &self.batches,
+                    source.as_ref(),
+                    &self.metrics,
+                )
                 .await;
         }
         self.commit_all(&self.batches.tables()).await?;
         // a source blocked on handing over a chunk lets go once nobody can take it
         drop(arrivals);
         source.close(self.ledger.resume().clone()).await;
+        self.metrics.source_connected(false);
         self.dead.flush().await?;
         self.stats.dead_lettered = self.dead.count;
         Ok(())
@@ -132,14 +147,17 @@ impl Sink {
             partition,
             last,
             read,
+            bytes,
             unreadable,
             records,
         } = chunk;
         self.stats.read += read as u64;
+        self.metrics.read(partition.as_str(), read, bytes);
         for r in unreadable {
             let reason = r.defect.as_deref().unwrap_or("unreadable");
+            let why = DeadLetterReason::Unreadable;
             self.dead
-                .send(&r.partition, r.offset, reason, &r.value)
+                .send(&r.partition, r.offset, why, reason, &r.value)
                 .await?;
         }
         for record in records {
@@ -162,8 +180,8 @@ impl Sink {
         let (ident, change) = match route_record(&self.config.iceberg.tables, record.record) {
             Routed::Change(ident, change) => (ident, change),
             Routed::Nothing => return Ok(()),
-            Routed::DeadLetter(reason) => {
-                return self.dead.send(p, off, &reason, &record.value).await
+            Routed::DeadLetter(why, reason) => {
+                return self.dead.send(p, off, why, &reason, &record.value).await
             }
         };
         let admission = self
@@ -180,6 +198,7 @@ impl Sink {
         match admission {
             Admission::Batch => {
                 *self.stats.changes.entry(change.op.code()).or_default() += 1;
+                self.metrics.change(&ident.to_string(), change.op.code());
                 let bytes = record.value.len() as u64;
                 self.batches
                     .push(ident.clone(), *change, p, off, bytes, Instant::now());
@@ -192,7 +211,10 @@ impl Sink {
                 self.stats.skipped_committed += 1;
                 Ok(())
             }
-            Admission::DeadLetter(reason) => self.dead.send(p, off, &reason, &record.value).await,
+            Admission::DeadLetter(reason) => {
+                let why = DeadLetterReason::Rejected;
+                self.dead.send(p, off, why, &reason, &record.value).await
+            }
             Admission::Hold => self.hold(&ident, p, off, &record.value).await,
             Admission::Pause(reason) => {
                 // what came before the change is good: commit it, then stop the table here
@@ -214,7 +236,8 @@ impl Sink {
         self.batches.hold(ident, p, off);
         let reason = self.tables.paused(ident).unwrap_or_default();
         let reason = format!("table {ident} is paused: {reason}");
-        self.dead.send(p, off, &reason, value).await
+        let why = DeadLetterReason::Paused;
+        self.dead.send(p, off, why, &reason, value).await
     }
 
     async fn commit_all(&mut self, tables: &[TableIdent]) -> Result<()> {
@@ -252,8 +275,18 @@ impl Sink {
                 let summary = open.table.last_summary_with(CONNECTOR_KEY);
                 self.ledger.committed(ident, summary.as_ref());
                 self.stats.committed(&applied, took);
+                self.metrics.committed(
+                    &ident.to_string(),
+                    batch.records.len(),
+                    applied.upserts,
+                    applied.deletes,
+                    applied.conflicts,
+                    took,
+                    open.table.index().len(),
+                );
             }
             Committed::Refused(reason) => {
+                self.metrics.refused(&ident.to_string());
                 self.tables.pause(ident, reason);
                 for (record, (p, off)) in batch.records.iter().zip(&batch.positions) {
                     let value = serde_json::to_vec(record).unwrap_or_default();
@@ -295,9 +328,13 @@ impl Sink {
             return;
         };
         let t = &open.maintenance;
-        if let Err(e) = maintain_table(&self.catalog, &ident, &mut open.table, &t.policy).await {
+        let started = Instant::now();
+        let outcome = maintain_table(&self.catalog, &ident, &mut open.table, &t.policy).await;
+        if let Err(e) = &outcome {
             tracing::error!(table = %ident, "maintenance failed (next try in {:?}): {e:#}", t.interval);
         }
+        self.metrics
+            .maintained(&ident.to_string(), outcome.is_ok(), started.elapsed());
         self.maintenance.done(&ident, t.interval, Instant::now());
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::batch::Batches;
 use crate::ledger::Ledger;
+use crate::metrics::Metrics;
 use crate::source::Source;
 use iceberg_cdc_merge::Applied;
 use std::collections::BTreeMap;
@@ -73,6 +74,7 @@ impl Progress {
         ledger: &Ledger,
         batches: &Batches,
         source: &dyn Source,
+        metrics: &Metrics,
     ) {
         if self.last.elapsed() < Progress::EVERY {
             return;
@@ -81,7 +83,11 @@ impl Progress {
         let read = ledger.resume();
         let lag = source.high_watermarks().await.map(|hw| {
             hw.iter()
-                .map(|(p, h)| (h - read.get(p).copied().unwrap_or(0)).max(0))
+                .map(|(p, h)| {
+                    let behind = (h - read.get(p).copied().unwrap_or(0)).max(0);
+                    metrics.lag(p.as_str(), behind);
+                    behind
+                })
                 .sum::<i64>()
         });
         tracing::info!(

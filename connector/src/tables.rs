@@ -5,6 +5,7 @@
 
 use crate::config::{parse_partition_by, ConnectorConfig, TableMaintenance};
 use crate::ledger::{self, Ledger};
+use crate::metrics::Metrics;
 use anyhow::{Context, Result};
 use debezium_cdc::record::{ChangeRecord, Op};
 use iceberg::TableIdent;
@@ -43,14 +44,16 @@ pub struct Tables {
     /// Tables that cannot go on until an operator acts, and why: their changes are
     /// dead-lettered and held back from the checkpoint, so a restart reads them again.
     paused: HashMap<TableIdent, String>,
+    metrics: Metrics,
 }
 
 impl Tables {
-    pub fn new(config: &ConnectorConfig) -> Result<Tables> {
+    pub fn new(config: &ConnectorConfig, metrics: Metrics) -> Result<Tables> {
         Ok(Tables {
             options: table_options(config)?,
             open: HashMap::new(),
             paused: HashMap::new(),
+            metrics,
         })
     }
 
@@ -152,6 +155,7 @@ impl Tables {
              (README, \"Schema changes\")"
         );
         self.paused.insert(ident.clone(), reason);
+        self.metrics.paused(&ident.to_string());
     }
 
     /// Why a table is paused.
@@ -179,6 +183,8 @@ impl Tables {
                 .iceberg
                 .maintenance
                 .resolve(ident, target, &ledger::maintenance_writer(), &[]);
+        self.metrics
+            .table_opened(&ident.to_string(), table.index().len());
         self.open
             .insert(ident.clone(), OpenTable { table, maintenance });
     }

@@ -7,6 +7,7 @@
 //! side by side and are decoded into CDC records.
 
 use crate::config::ConnectorConfig;
+use crate::metrics::Metrics;
 use crate::source::file::{FileSource, LineFormat};
 use crate::source::{Chunks, Partition, Revocation, SourceRecord};
 use anyhow::{anyhow, bail, Context, Result};
@@ -28,7 +29,7 @@ pub const DEFAULT_WASM: &str = "target/wasm32-unknown-unknown/release-lto/debezi
 pub const SMARTMODULE_NAME: &str = "cdc-iceberg/debezium-cdc@0.1.0";
 
 /// The `transforms:` chain, one instance per transform worker.
-pub fn chains(config: &ConnectorConfig) -> Result<Vec<Chain>> {
+pub fn chains(config: &ConnectorConfig, metrics: &Metrics) -> Result<Vec<Chain>> {
     let steps = config
         .transforms
         .iter()
@@ -51,7 +52,9 @@ pub fn chains(config: &ConnectorConfig) -> Result<Vec<Chain>> {
     if steps.is_empty() {
         bail!("the file source needs the debezium-cdc SmartModule under transforms:");
     }
-    (0..workers()).map(|_| Chain::new(&steps)).collect()
+    (0..workers())
+        .map(|_| Chain::new(&steps, metrics.clone()))
+        .collect()
 }
 
 /// One SmartModule of a chain: its compiled module and its params.
@@ -68,6 +71,7 @@ pub struct Chain {
     instance: SmartModuleChainInstance,
     /// Input bytes the instance has processed.
     fed: usize,
+    metrics: Metrics,
 }
 
 /// Input bytes after which the chain gets a fresh instance. A WebAssembly instance's memory
@@ -80,11 +84,12 @@ const RENEW_AFTER_BYTES: usize = 256 << 20;
 
 impl Chain {
     /// Loads and initializes every step; a module that refuses its params fails here.
-    pub fn new(steps: &[Step]) -> Result<Chain> {
+    pub fn new(steps: &[Step], metrics: Metrics) -> Result<Chain> {
         Ok(Chain {
             steps: steps.to_vec(),
             instance: Chain::instantiate(steps)?,
             fed: 0,
+            metrics,
         })
     }
 
@@ -114,11 +119,11 @@ impl Chain {
         if self.fed > RENEW_AFTER_BYTES {
             self.instance = Chain::instantiate(&self.steps)?;
             self.fed = 0;
+            self.metrics.renewed();
         }
-        self.fed += batch
-            .iter()
-            .map(|r| r.value.len() + r.key.as_ref().map_or(0, |k| k.len()))
-            .sum::<usize>();
+        let started = std::time::Instant::now();
+        let bytes = bytes_of(batch);
+        self.fed += bytes;
         let records: Vec<Record> = batch
             .iter()
             .map(|r| {
@@ -144,7 +149,7 @@ impl Chain {
                 err.hint
             );
         }
-        Ok(output
+        let out: Vec<SourceRecord> = output
             .successes
             .into_iter()
             .map(|r| SourceRecord {
@@ -154,8 +159,19 @@ impl Chain {
                 value: r.value().as_ref().to_vec(),
                 defect: None,
             })
-            .collect())
+            .collect();
+        self.metrics
+            .transformed(bytes, out.len(), started.elapsed());
+        Ok(out)
     }
+}
+
+/// Bytes of a chunk's keys and values.
+fn bytes_of(records: &[SourceRecord]) -> usize {
+    records
+        .iter()
+        .map(|r| r.value.len() + r.key.as_ref().map_or(0, |k| k.len()))
+        .sum()
 }
 
 /// What reaches the run loop from the transform stage, in the order the source produced it.
@@ -172,6 +188,8 @@ pub struct Transformed {
     pub last: i64,
     /// Source records in the chunk.
     pub read: usize,
+    /// Their bytes (keys and values).
+    pub bytes: usize,
     /// Records the source could not make a message of (`defect` says why).
     pub unreadable: Vec<SourceRecord>,
     /// The chain's output, decoded.
@@ -312,6 +330,7 @@ fn transform(chain: Option<&mut Chain>, chunk: Vec<SourceRecord>) -> Result<Arri
         None => bail!("the source handed over an empty chunk"),
     };
     let read = chunk.len();
+    let bytes = bytes_of(&chunk);
     let (unreadable, readable): (Vec<_>, Vec<_>) =
         chunk.into_iter().partition(|r| r.defect.is_some());
     let out = match chain {
@@ -330,6 +349,7 @@ fn transform(chain: Option<&mut Chain>, chunk: Vec<SourceRecord>) -> Result<Arri
         partition,
         last,
         read,
+        bytes,
         unreadable,
         records,
     }))
@@ -345,7 +365,7 @@ pub fn run_command(
     dead_letter: Option<&Path>,
 ) -> Result<()> {
     let mut source = FileSource::open(input, format, 0)?;
-    let mut chain = Chain::new(&[step])?;
+    let mut chain = Chain::new(&[step], Metrics::new())?;
     let stdout = std::io::stdout();
     let mut changes = std::io::BufWriter::new(stdout.lock());
     let mut dead_letter = match dead_letter {

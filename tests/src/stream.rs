@@ -178,6 +178,8 @@ pub struct Generated {
     pub bad: Vec<usize>,
     /// The table (`schema.table`) of each line; the bad ones belong to the first table.
     pub table_of: Vec<String>,
+    /// Events by operation: creates, updates, deletes.
+    pub ops: (u64, u64, u64),
 }
 
 impl Generated {
@@ -189,6 +191,7 @@ impl Generated {
             model: Model::new(),
             bad: Vec::new(),
             table_of: tables.to_vec(),
+            ops: (0, 0, 0),
         };
         (
             part(&self.lines[..n], &self.table_of[..n]),
@@ -223,12 +226,14 @@ pub fn generate(spec: &Spec) -> Generated {
         table_of.push(table.to_owned());
         Ok(())
     });
-    let written = written.unwrap_or_default();
+    // the sink above cannot fail: an error here is the generator's own
+    let written = written.expect("generating the stream");
     Generated {
         lines,
         model: written.model,
         bad: written.bad,
         table_of,
+        ops: written.ops,
     }
 }
 

@@ -4,6 +4,7 @@
 mod fluvio;
 mod kafka;
 mod maintenance;
+mod metrics;
 mod secrets;
 mod size;
 mod storage;
@@ -12,6 +13,7 @@ mod tables;
 pub use fluvio::*;
 pub use kafka::*;
 pub use maintenance::*;
+pub use metrics::*;
 pub use secrets::*;
 pub use size::*;
 pub use storage::*;
@@ -55,6 +57,9 @@ pub struct IcebergSection {
     /// Compaction, snapshot expiry and orphan removal on a schedule.
     #[serde(default)]
     pub maintenance: MaintenanceSection,
+    /// The metrics and health endpoint (off by default).
+    #[serde(default)]
+    pub metrics: MetricsSection,
     /// Local `.wasm` files for `transforms:` steps the connector runs itself (file source),
     /// by the name in `uses`.
     #[serde(default)]
@@ -237,6 +242,7 @@ impl ConnectorConfig {
         self.iceberg
             .storage
             .validate(&self.iceberg.catalog.warehouse)?;
+        self.iceberg.metrics.validate()?;
         self.iceberg.maintenance.validate()
     }
 }
@@ -706,6 +712,7 @@ iceberg:
             "retries",
             "dead-letter",
             "maintenance",
+            "metrics",
             "smartmodules",
         ] {
             assert!(
