@@ -594,6 +594,58 @@ iceberg:
         assert!(!err.contains("s3cr3t"));
     }
 
+    /// A secret is a value: whatever it holds lands in its field as it is, in a plain, a
+    /// single-quoted, a double-quoted or a folded block scalar, and nothing else of the config changes.
+    #[test]
+    fn secrets_go_into_values_whatever_they_hold() {
+        let hard = [
+            "p#ss: w'o\"rd",
+            "line one\nline two",
+            "}} ${{ not.a.ref",
+            "ünïcødé ✓ #",
+            "  spaced  ",
+            "- [a, b]: {c: d}",
+        ];
+        for value in hard {
+            for (before, after) in [
+                ("", ""),
+                ("'", "'"),
+                ("\"", "\""),
+                (">-\n      ", ""),
+                ("|-  # a comment\n      ", ""),
+            ] {
+                let uri = format!("{before}postgres://u:${{{{ secrets.DB_PASS }}}}@h/db{after}");
+                let text = MINIMAL
+                    .replace("  topic:", "  secrets:\n    - name: DB_PASS\n  topic:")
+                    .replace("sqlite:///tmp/c.db", &uri)
+                    + "  dead-letter:\n    file: /tmp/dl.jsonl # ${{ secrets.NOT_DECLARED }}\n";
+                let mut file = HashMap::new();
+                file.insert("DB_PASS".to_owned(), value.to_owned());
+                let c = ConnectorConfig::parse(&text, &Secrets { file: Some(file) })
+                    .unwrap_or_else(|e| panic!("{value:?} in {uri}: {e:#}"));
+                assert_eq!(c.iceberg.catalog.uri, format!("postgres://u:{value}@h/db"));
+                assert_eq!(
+                    c.iceberg.catalog.warehouse,
+                    parse(MINIMAL).unwrap().iceberg.catalog.warehouse
+                );
+                assert_eq!(
+                    c.dead_letters().unwrap().file,
+                    Some(PathBuf::from("/tmp/dl.jsonl"))
+                );
+            }
+        }
+        // a whole-value secret in a flow mapping
+        let text = MINIMAL.replace("  topic:", "  secrets:\n    - name: K\n  topic:")
+            + "  dead-letter: { file: \"${{ secrets.K }}\" }\n";
+        let mut file = HashMap::new();
+        file.insert("K".to_owned(), "/tmp/a, b: {c}.jsonl".to_owned());
+        let c = ConnectorConfig::parse(&text, &Secrets { file: Some(file) }).unwrap();
+        assert_eq!(
+            c.dead_letters().unwrap().file,
+            Some(PathBuf::from("/tmp/a, b: {c}.jsonl"))
+        );
+    }
+
     #[test]
     fn dead_letters_default_next_to_a_sqlite_catalog_else_are_required() {
         let c = parse(MINIMAL).unwrap();

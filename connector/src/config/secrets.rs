@@ -1,7 +1,8 @@
-//! The secret store and `${{ secrets.NAME }}` in the config.
+//! The secret store and `${{ secrets.NAME }}` in the config's values.
 
 use super::fluvio::SecretRef;
 use anyhow::{anyhow, bail, Context, Result};
+use saphyr_parser::ScalarStyle;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -42,11 +43,65 @@ impl Secrets {
     }
 }
 
-/// Renders `${{ secrets.NAME }}` for the names declared under `meta.secrets`; an undeclared
-/// or missing name is an error that names it (never its value).
+/// Renders `${{ secrets.NAME }}` for the names declared under `meta.secrets`, inside the
+/// config's scalars: each scalar that names a secret is read as YAML reads it (quotes and
+/// escapes resolved), its references replaced, and the result written back in its place as
+/// one double-quoted string. A value goes in as it is, whatever it holds (`#`, `: `, quotes,
+/// a newline), and can never change the config's structure. A reference in a comment is
+/// not rendered. An undeclared or missing name is an error that names it (never its value).
 pub fn render_secrets(text: &str, declared: &[String], secrets: &Secrets) -> Result<String> {
+    // (start, end) in bytes of each scalar's source, and its text rendered
+    let mut spliced: Vec<(usize, usize, String)> = Vec::new();
+    let byte_at = char_to_byte(text);
+    for event in saphyr_parser::Parser::new_from_str(text) {
+        let (event, span) = event.map_err(|e| anyhow!("the config is not valid YAML: {e}"))?;
+        let saphyr_parser::Event::Scalar(value, style, ..) = event else {
+            continue;
+        };
+        if !value.contains("${{") {
+            continue;
+        }
+        let rendered = render_scalar(&value, declared, secrets)?;
+        let quoted = serde_json::to_string(&rendered).context("quoting a secret")?;
+        let (mut start, end) = (byte_at(span.start.index()), byte_at(span.end.index()));
+        if matches!(style, ScalarStyle::Literal | ScalarStyle::Folded) {
+            // a block scalar's span is its content: the quoted value replaces its header too
+            start = block_header(text, start)
+                .ok_or_else(|| anyhow!("a block scalar without its `|` or `>` header"))?;
+        }
+        // a span may end after the whitespace that follows the scalar: that stays
+        let end = start + text[start..end].trim_end().len();
+        spliced.push((start, end, quoted));
+    }
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
+    let mut at = 0;
+    for (start, end, quoted) in spliced {
+        out.push_str(&text[at..start]);
+        out.push_str(&quoted);
+        at = end;
+    }
+    out.push_str(&text[at..]);
+    Ok(out)
+}
+
+/// Where the `|` or `>` header of the block scalar whose content starts at `content` is.
+fn block_header(text: &str, content: usize) -> Option<usize> {
+    let before = text[..content].trim_end();
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before[line_start..].split(" #").next()?;
+    line.rfind(['|', '>']).map(|i| line_start + i)
+}
+
+/// A byte offset of `text` from a character offset (the YAML parser counts characters).
+fn char_to_byte(text: &str) -> impl Fn(usize) -> usize + '_ {
+    let starts: Vec<usize> = text.char_indices().map(|(b, _)| b).collect();
+    move |chars| starts.get(chars).copied().unwrap_or(text.len())
+}
+
+/// One scalar's `${{ secrets.NAME }}` references replaced by their values.
+fn render_scalar(scalar: &str, declared: &[String], secrets: &Secrets) -> Result<String> {
+    let mut out = String::with_capacity(scalar.len());
+    let mut rest = scalar;
     while let Some(start) = rest.find("${{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 3..];
