@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or a used one. Installs what it needs (Debian's
 # wasm toolchain for the SmartModule, PostgreSQL, Ceph, Apache Kafka with Kafka Connect and
-# Debezium, Spark, Prometheus, the Python readers), then: format, lints, the .wasm build, every test.
+# Debezium, Spark, Prometheus, buildah and podman, the Python readers), then: format, lints, the .wasm build, every test.
 #
 #   bash tests/run.sh
 #
@@ -44,6 +44,10 @@ step "Spark SQL (pyspark, Iceberg's Spark runtime): one session for the run"
 source tests/spark.sh
 start_spark
 trap 'stop_ceph; kafka_stop; stop_spark' EXIT
+
+step "Container tools (buildah, podman, runc, mmdebstrap) and a base image from Debian's packages"
+source tests/image.sh
+start_image_tools
 
 step "format"
 cargo fmt --all --check

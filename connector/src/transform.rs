@@ -28,6 +28,14 @@ use tokio::sync::{mpsc, oneshot};
 pub const DEFAULT_WASM: &str = "target/wasm32-unknown-unknown/release-lto/debezium_cdc.wasm";
 pub const SMARTMODULE_NAME: &str = "cdc-iceberg/debezium-cdc@0.1.0";
 
+/// Our SmartModule's `.wasm` when `iceberg.smartmodules` names none: `DEBEZIUM_CDC_WASM`
+/// (the container image sets it), else where the build puts it.
+fn default_wasm() -> PathBuf {
+    std::env::var_os("DEBEZIUM_CDC_WASM")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from(DEFAULT_WASM), PathBuf::from)
+}
+
 /// The `transforms:` chain, one instance per transform worker.
 pub fn chains(config: &ConnectorConfig, metrics: &Metrics) -> Result<Vec<Chain>> {
     let steps = config
@@ -36,7 +44,7 @@ pub fn chains(config: &ConnectorConfig, metrics: &Metrics) -> Result<Vec<Chain>>
         .map(|t| {
             let wasm = match config.iceberg.smartmodules.get(&t.uses) {
                 Some(path) => path.clone(),
-                None if t.uses == SMARTMODULE_NAME => PathBuf::from(DEFAULT_WASM),
+                None if t.uses == SMARTMODULE_NAME => default_wasm(),
                 None => bail!(
                     "transforms: `{}` has no local .wasm; add it under iceberg.smartmodules",
                     t.uses

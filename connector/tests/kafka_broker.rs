@@ -7,9 +7,6 @@
 mod kafka;
 
 use kafka::*;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -51,29 +48,7 @@ impl Broker {
 
     /// A Debezium server name of this test's own, with its topics created.
     fn new_server(&self, purpose: &str) -> String {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let server = format!("{purpose}{}x{nanos}", std::process::id());
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .create()
-            .unwrap();
-        let names = topics(&server);
-        let new: Vec<NewTopic> = names
-            .iter()
-            .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
-            .collect();
-        let results = futures::executor::block_on(admin.create_topics(
-            &new,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        ))
-        .unwrap();
-        for r in results {
-            assert!(r.is_ok(), "creating a topic: {r:?}");
-        }
-        server
+        new_server(&self.bootstrap, purpose)
     }
 }
 

@@ -197,7 +197,9 @@ impl ConnectorConfig {
         let uri = &self.iceberg.catalog.uri;
         let database = uri
             .strip_prefix("sqlite:")
-            .map(|p| p.trim_start_matches("//"))
+            // `sqlite://` then the path: `sqlite:///tmp/c.db` and `sqlite:////tmp/c.db` are
+            // both /tmp/c.db; `sqlite:c.db` is relative
+            .map(|p| p.strip_prefix("//").unwrap_or(p))
             .map(|p| p.split('?').next().unwrap_or(p))
             .filter(|p| !p.is_empty() && !p.starts_with(':'));
         let Some(database) = database else {
@@ -655,6 +657,12 @@ iceberg:
             parse(&MINIMAL.replace("sqlite:///tmp/c.db", "sqlite:c.db?mode=rwc")).unwrap();
         let file = relative.dead_letters().unwrap().file.unwrap();
         assert_eq!(file, PathBuf::from("pg-to-iceberg.dead-letters.jsonl"));
+        // four slashes: an absolute path (as in the container image's /var/lib/iceberg-cdc)
+        let four =
+            parse(&MINIMAL.replace("sqlite:///tmp/c.db", "sqlite:////var/lib/c.db")).unwrap();
+        let file = four.dead_letters().unwrap().file.unwrap();
+        assert!(file.is_absolute(), "{}", file.display());
+        assert_eq!(file.parent(), Some(Path::new("//var/lib")));
         let pg = MINIMAL.replace("sqlite:///tmp/c.db", "postgres://u@h/db");
         let err = format!("{:#}", parse(&pg).unwrap_err());
         assert!(err.contains("iceberg.dead-letter is required"), "{err}");

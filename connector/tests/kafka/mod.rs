@@ -34,6 +34,36 @@ pub fn topics(server: &str) -> Vec<String> {
 
 pub const PARTITIONS: i32 = 3;
 
+/// A Debezium server name of the caller's own on the broker at `bootstrap`, with its topics
+/// created ([`PARTITIONS`] each).
+pub fn new_server(bootstrap: &str, purpose: &str) -> String {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let server = format!("{purpose}{}x{nanos}", std::process::id());
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let names = topics(&server);
+    let new: Vec<NewTopic> = names
+        .iter()
+        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
+        .collect();
+    let results = futures::executor::block_on(admin.create_topics(
+        &new,
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))
+    .unwrap();
+    for r in results {
+        assert!(r.is_ok(), "creating a topic: {r:?}");
+    }
+    server
+}
+
 pub fn tables() -> Vec<String> {
     vec![
         "public.orders".to_owned(),
