@@ -178,8 +178,13 @@ mod tests {
     fn metrics_are_openmetrics_text_with_the_documented_names() {
         let m = Metrics::new();
         m.read("orders/0", 3, 300);
-        m.change("db.orders", 'u');
-        m.committed("db.orders", 3, 2, 1, 0, Duration::from_millis(20), 7);
+        m.change("db.orders", debezium_cdc::record::Op::Update);
+        let applied = iceberg_cdc_merge::Applied {
+            upserts: 2,
+            deletes: 1,
+            ..Default::default()
+        };
+        m.committed("db.orders", 3, &applied, Duration::from_millis(20), 7);
         let r = answer(&get("/metrics"), &m, Duration::from_secs(60));
         assert_eq!(r.headers()[hyper::header::CONTENT_TYPE], OPENMETRICS);
         let text = m.encode();

@@ -5,6 +5,8 @@
 //! The names are stable; README "Metrics and health" lists them.
 
 use crate::dead_letter::DeadLetterReason;
+use debezium_cdc::record::Op;
+use iceberg_cdc_merge::Applied;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
@@ -35,7 +37,7 @@ struct TableLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TableOp {
     table: String,
-    op: String,
+    op: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,6 +49,18 @@ struct TableOutcome {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
+}
+
+/// The `op` label: Debezium's code of the operation.
+fn op_label(op: Op) -> &'static str {
+    match op {
+        Op::Create => "c",
+        Op::Update => "u",
+        Op::Delete => "d",
+        Op::Read => "r",
+        Op::Truncate => "t",
+        Op::Message => "m",
+    }
 }
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -237,10 +251,11 @@ impl Metrics {
         self.inner.bytes_read.inc_by(bytes as u64);
     }
 
-    pub fn change(&self, table: &str, op: char) {
+    /// One change batched (once per record: no allocation for the operation).
+    pub fn change(&self, table: &str, op: Op) {
         let label = TableOp {
             table: table.to_owned(),
-            op: op.to_string(),
+            op: op_label(op),
         };
         self.inner.changes.get_or_create(&label).inc();
     }
@@ -252,15 +267,12 @@ impl Metrics {
         self.inner.dead_letters.get_or_create(&label).inc();
     }
 
-    /// A batch committed: its size, the rows it changed, how long it took.
-    #[allow(clippy::too_many_arguments)]
+    /// A batch of `changes` committed: what it did, how long it took, the key index after.
     pub fn committed(
         &self,
         table: &str,
         changes: usize,
-        upserts: u64,
-        deletes: u64,
-        conflicts: u32,
+        applied: &Applied,
         took: Duration,
         keys: usize,
     ) {
@@ -279,10 +291,10 @@ impl Metrics {
             .observe(took.as_secs_f64());
         i.commit_conflicts
             .get_or_create(&t)
-            .inc_by(u64::from(conflicts));
+            .inc_by(u64::from(applied.conflicts));
         i.batch_changes.get_or_create(&t).observe(changes as f64);
-        i.rows_upserted.get_or_create(&t).inc_by(upserts);
-        i.rows_deleted.get_or_create(&t).inc_by(deletes);
+        i.rows_upserted.get_or_create(&t).inc_by(applied.upserts);
+        i.rows_deleted.get_or_create(&t).inc_by(applied.deletes);
         i.key_index_keys.get_or_create(&t).set(keys as i64);
         if let Ok(mut last) = i.scraped.last_commit.lock() {
             last.insert(table.to_owned(), Instant::now());

@@ -198,7 +198,7 @@ impl Sink {
         match admission {
             Admission::Batch => {
                 *self.stats.changes.entry(change.op.code()).or_default() += 1;
-                self.metrics.change(&ident.to_string(), change.op.code());
+                self.metrics.change(&ident.to_string(), change.op);
                 let bytes = record.value.len() as u64;
                 self.batches
                     .push(ident.clone(), *change, p, off, bytes, Instant::now());
@@ -275,14 +275,13 @@ impl Sink {
                 let summary = open.table.last_summary_with(CONNECTOR_KEY);
                 self.ledger.committed(ident, summary.as_ref());
                 self.stats.committed(&applied, took);
+                let keys = open.table.index().len();
                 self.metrics.committed(
                     &ident.to_string(),
                     batch.records.len(),
-                    applied.upserts,
-                    applied.deletes,
-                    applied.conflicts,
+                    &applied,
                     took,
-                    open.table.index().len(),
+                    keys,
                 );
             }
             Committed::Refused(reason) => {

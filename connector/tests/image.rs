@@ -8,7 +8,6 @@
 mod kafka;
 
 use kafka::*;
-use std::io::{Read, Write};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 use testkit::ceph::Ceph;
@@ -54,11 +53,7 @@ impl Drop for Cleanup {
 
 /// `/metrics` of the container (host network), summed by metric name.
 fn metric(port: u16, name: &str) -> Option<f64> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
+    let (_, body) = testkit::http::get(port, "/metrics")?;
     let values: Vec<f64> = body
         .lines()
         .filter(|l| {
@@ -113,11 +108,7 @@ fn the_image_lands_kafka_topics_in_tables_on_ceph() {
     std::fs::create_dir(&state).unwrap();
     // the image's user owns what it writes; the folder is the operator's
     std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let metrics_port = testkit::http::free_port();
     let config = dir.path().join("connector.yaml");
     // no storage section, no bootstrap servers, no dead-letter section: the old job's
     // variables and the defaults

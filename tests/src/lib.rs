@@ -173,6 +173,34 @@ impl Lcg {
 pub mod changes;
 pub mod stream;
 
+/// Talking to the HTTP endpoints of processes under test (the connector's `/metrics`,
+/// Prometheus' API) on loopback, without a client library.
+pub mod http {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    /// A loopback port free at the time of asking.
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port")
+    }
+
+    /// A plain HTTP/1.0 GET of `path` on 127.0.0.1:`port`: the status code and the body;
+    /// `None` when nothing answers.
+    pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let code = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, body.to_owned()))
+    }
+}
+
 /// The independent Iceberg readers (PyIceberg and DuckDB) that `tests/run.sh` installs in
 /// `tests/.venv`, and a foreign writer (PyIceberg append).
 pub mod readers {
