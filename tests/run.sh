@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or a used one. Installs what it needs (Debian's
 # wasm toolchain for the SmartModule, PostgreSQL, Ceph, Apache Kafka with Kafka Connect and
-# Debezium, Spark, Prometheus, buildah and podman, the Python readers), then: format, lints, the .wasm build, every test.
+# Debezium, Spark, Apache Iceberg's REST catalog server, Prometheus, buildah and podman, the
+# Python readers), then: format, lints, the .wasm build, every test.
 #
 #   bash tests/run.sh
 #
@@ -45,6 +46,11 @@ source tests/spark.sh
 start_spark
 trap 'stop_ceph; kafka_stop; stop_spark' EXIT
 
+step "Apache Iceberg's REST catalog server, over a local warehouse and over Ceph"
+source tests/rest.sh
+start_rest_catalog
+trap 'stop_ceph; kafka_stop; stop_spark; stop_rest_catalog' EXIT
+
 step "Container tools (buildah, podman, runc, mmdebstrap) and a base image from Debian's packages"
 source tests/image.sh
 start_image_tools
@@ -60,7 +66,7 @@ bash smartmodule/build-wasm.sh --locked
 
 step "tests"
 log=$(mktemp)
-trap 'rm -f "$log"; stop_ceph; kafka_stop; stop_spark' EXIT
+trap 'rm -f "$log"; stop_ceph; kafka_stop; stop_spark; stop_rest_catalog' EXIT
 status=0
 PROPTEST_CASES="${PROPTEST_CASES:-30000}" cargo test --workspace --locked --no-fail-fast 2>&1 \
   | tee "$log" || status=$?

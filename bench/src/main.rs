@@ -354,6 +354,7 @@ fn catalog(dir: &Path) -> CatalogConfig {
         uri: format!("sqlite://{}/catalog.db", dir.display()),
         warehouse: format!("file://{}/warehouse", dir.display()),
         s3: Default::default(),
+        rest: None,
     }
 }
 

@@ -12,6 +12,7 @@ use testkit::{workspace, SinkConfig};
 
 fn config(dir: &Path, input: &Path, extra: &str) -> PathBuf {
     SinkConfig {
+        catalog: String::new(),
         name: "test-sink",
         dir,
         source: SinkConfig::file_source(input),

@@ -1,7 +1,7 @@
-//! Table maintenance through the connector binary, file source, SQLite catalog, local
-//! warehouse: on its schedule beside the stream (with `kill -9` restarts), and on demand with
-//! `maintain`; the tables read back by PyIceberg and DuckDB equal the model, and a restart
-//! after expiry resumes exactly.
+//! Table maintenance through the connector binary, file source, local warehouse, SQLite
+//! catalog (and Apache Iceberg's REST catalog server): on its schedule beside the stream
+//! (with `kill -9` restarts), and on demand with `maintain`; the tables read back by PyIceberg
+//! and DuckDB equal the model, and a restart after expiry resumes exactly.
 
 use iceberg::spec::DataContentType;
 use iceberg::TableIdent;
@@ -16,15 +16,69 @@ use testkit::SinkConfig;
 
 const TABLES: [&str; 2] = ["public.orders", "public.items"];
 
-fn config(dir: &Path, input: &Path, maintenance: &str) -> PathBuf {
+/// Where the tables go: a catalog and the namespace of the stream's tables in it.
+struct Place {
+    catalog: CatalogConfig,
+    namespace: String,
+}
+
+impl Place {
+    fn sqlite(dir: &Path) -> Place {
+        Place {
+            catalog: catalog_config(dir),
+            namespace: "public".into(),
+        }
+    }
+
+    /// The REST catalog server over a local warehouse that `tests/rest.sh` starts, and a
+    /// namespace of this run's own in it.
+    fn rest() -> Place {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!("{name} is not set: `bash tests/run.sh` starts the REST catalogs (tests/rest.sh)")
+            })
+        };
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        Place {
+            catalog: CatalogConfig {
+                name: "rest".into(),
+                uri: var("CDC_TEST_REST_LOCAL"),
+                warehouse: var("CDC_TEST_REST_LOCAL_WAREHOUSE"),
+                s3: Default::default(),
+                rest: Some(Default::default()),
+            },
+            namespace: format!("maintained_{}_{nanos}", std::process::id()),
+        }
+    }
+
+    /// `public.orders` as the catalog names it.
+    fn table(&self, source: &str) -> String {
+        let name = source.rsplit('.').next().unwrap_or(source);
+        format!("{}.{name}", self.namespace)
+    }
+}
+
+fn config(dir: &Path, place: &Place, input: &Path, maintenance: &str) -> PathBuf {
     let extra = format!(
-        "  batch:\n    max-records: 300\n  tables:\n    partition-by: month(day)\n  maintenance:\n{maintenance}"
+        "  batch:\n    max-records: 300\n  tables:\n    partition-by: month(day)\n    namespace: {}\n  maintenance:\n{maintenance}",
+        place.namespace
     );
+    let (catalog, warehouse) = match place.catalog.rest {
+        Some(_) => (
+            format!("    type: rest\n    uri: {}\n", place.catalog.uri),
+            place.catalog.warehouse.clone(),
+        ),
+        None => (String::new(), String::new()),
+    };
     SinkConfig {
+        catalog,
         name: "maintained-sink",
         dir,
         source: SinkConfig::file_source(input),
-        warehouse: String::new(),
+        warehouse,
         params: "",
         extra: &extra,
     }
@@ -49,6 +103,7 @@ fn catalog_config(dir: &Path) -> CatalogConfig {
         uri: format!("sqlite://{}/catalog.db", dir.display()),
         warehouse: format!("file://{}/warehouse", dir.display()),
         s3: Default::default(),
+        rest: None,
     }
 }
 
@@ -60,11 +115,11 @@ struct Shape {
     snapshots: usize,
 }
 
-fn shape(dir: &Path, table: &str) -> Shape {
+fn shape(place: &Place, table: &str) -> Shape {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let catalog = Catalog::connect(&catalog_config(dir)).await.unwrap();
-        let ident = TableIdent::from_strs(table.split('.')).unwrap();
+        let catalog = Catalog::connect(&place.catalog).await.unwrap();
+        let ident = TableIdent::from_strs(place.table(table).split('.')).unwrap();
         let table = catalog.load_existing(&ident).await.unwrap();
         let live = live_files(&table).await.unwrap();
         let data = live
@@ -73,10 +128,12 @@ fn shape(dir: &Path, table: &str) -> Shape {
             .count();
         // every file the metadata references is there
         for f in referenced_files(&table).await.unwrap() {
-            assert!(
-                Path::new(f.trim_start_matches("file://")).exists(),
-                "{f} is referenced but gone"
-            );
+            // `file:///p`, or `file:/p` as the REST catalog's Java server writes them
+            let path = f
+                .strip_prefix("file://")
+                .or(f.strip_prefix("file:"))
+                .unwrap_or(&f);
+            assert!(Path::new(path).exists(), "{f} is referenced but gone");
         }
         Shape {
             data,
@@ -120,16 +177,18 @@ fn live_paths(dir: &Path, table: &str) -> Vec<String> {
     })
 }
 
-fn assert_tables_equal_model(dir: &Path, stream: &Generated, when: &str) {
-    let uri = format!("sqlite://{}/catalog.db", dir.display());
+fn assert_tables_equal_model(place: &Place, stream: &Generated, when: &str) {
     let catalog = PyCatalog {
-        uri: &uri,
-        name: "cdc",
+        uri: &place.catalog.uri,
+        name: &place.catalog.name,
         s3: None,
     };
     for table in TABLES {
-        let (py, duck) =
-            readers::read_by_id(&catalog, table, &["id", "name", "price", "qty", "day"]);
+        let (py, duck) = readers::read_by_id(
+            &catalog,
+            &place.table(table),
+            &["id", "name", "price", "qty", "day"],
+        );
         let want = table_rows(&stream.model, table);
         assert_eq!(py, want, "PyIceberg, {table}, {when}");
         assert_eq!(duck, want, "DuckDB, {table}, {when}");
@@ -193,9 +252,23 @@ fn feed_slowly(cfg: &Path, lines: &[String], kill_after: Option<usize>) -> Strin
 #[test]
 fn scheduled_maintenance_beside_the_stream_keeps_tables_small_and_exact() {
     let dir = tempfile::tempdir().unwrap();
+    scheduled_maintenance(dir.path(), &Place::sqlite(dir.path()));
+}
+
+/// The same through the REST catalog: the stream's commits, compaction's rewrites and
+/// expiry's removals all go through the REST spec's commit endpoint (orphan removal lists
+/// the folders of tables whose metadata files the Java server names `file:/...`).
+#[test]
+fn scheduled_maintenance_through_the_rest_catalog_keeps_tables_small_and_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    scheduled_maintenance(dir.path(), &Place::rest());
+}
+
+fn scheduled_maintenance(dir: &Path, place: &Place) {
     let stream = stream();
     let cfg = config(
-        dir.path(),
+        dir,
+        place,
         Path::new("-"),
         "    interval: 1s\n    \
          compaction: { min-input-files: 2 }\n    \
@@ -212,7 +285,7 @@ fn scheduled_maintenance_beside_the_stream_keeps_tables_small_and_exact() {
     assert!(logs.contains("maintenance: snapshot expiry: snapshots"));
     assert!(logs.contains("maintenance: orphan removal: listed"));
     assert!(!logs.contains("maintenance failed"), "{logs}");
-    assert_tables_equal_model(dir.path(), &stream, "after the scheduled runs");
+    assert_tables_equal_model(place, &stream, "after the scheduled runs");
     // some compaction shrank a table (data files N -> M, M < N)
     let shrank = logs
         .lines()
@@ -227,7 +300,7 @@ fn scheduled_maintenance_beside_the_stream_keeps_tables_small_and_exact() {
     for table in TABLES {
         // each table got 20+ commits; expiry keeps the two newest, the connector's newest
         // and what was committed since its last run
-        let s = shape(dir.path(), table);
+        let s = shape(place, table);
         let ran: Vec<&str> = logs
             .lines()
             .filter(|l| l.contains("maintenance") || l.contains("WARN") || l.contains("ERROR"))
@@ -242,10 +315,12 @@ fn scheduled_maintenance_beside_the_stream_keeps_tables_small_and_exact() {
 #[test]
 fn maintain_command_then_the_connector_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
+    let place = Place::sqlite(dir.path());
     let stream = stream();
     let input = dir.path().join("events.kv");
     let cfg = config(
         dir.path(),
+        &place,
         &input,
         "    enabled: false\n    \
          compaction: { min-input-files: 2 }\n    \
@@ -263,7 +338,7 @@ fn maintain_command_then_the_connector_resumes_exactly() {
         !stderr.contains("maintenance:"),
         "the schedule is off: {stderr}"
     );
-    let before: Vec<Shape> = TABLES.iter().map(|t| shape(dir.path(), t)).collect();
+    let before: Vec<Shape> = TABLES.iter().map(|t| shape(&place, t)).collect();
     for s in &before {
         assert!(s.data > 2 && s.deletes > 0 && s.snapshots > 5, "{s:?}");
     }
@@ -297,13 +372,13 @@ fn maintain_command_then_the_connector_resumes_exactly() {
     }
     assert!(fresh.exists());
     for (table, b) in TABLES.iter().zip(&before) {
-        let a = shape(dir.path(), table);
+        let a = shape(&place, table);
         assert!(a.data < b.data, "{table}: {b:?} -> {a:?}");
         assert_eq!(a.deletes, 0, "{table}: {a:?}");
         // the compaction's, which carries the connector's offsets
         assert_eq!(a.snapshots, 1, "{table}: {a:?}");
     }
-    assert_tables_equal_model(dir.path(), &first_part, "after maintain");
+    assert_tables_equal_model(&place, &first_part, "after maintain");
     // on disk: exactly the live files (the replaced and expired ones are gone) and the stray
     // too young to go
     let on_disk = files_under(&orders.join("data"));
@@ -326,5 +401,5 @@ fn maintain_command_then_the_connector_resumes_exactly() {
     write_lines(&input, &stream.lines);
     let (_, stderr) = succeed(connector(&cfg).output().unwrap());
     assert!(stderr.contains("already committed") || stderr.contains("resuming"));
-    assert_tables_equal_model(dir.path(), &stream, "after the rest of the stream");
+    assert_tables_equal_model(&place, &stream, "after the rest of the stream");
 }

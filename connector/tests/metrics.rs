@@ -131,6 +131,7 @@ fn prometheus_scrapes_what_the_run_did() {
     let metrics_port = free_port();
     let socket = dir.path().join("fluvio-connector.sock");
     let cfg = SinkConfig {
+        catalog: String::new(),
         name: "metrics-sink",
         dir: dir.path(),
         source: SinkConfig::file_source(Path::new("-")),

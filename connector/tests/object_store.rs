@@ -37,6 +37,7 @@ struct Setup<'a> {
 fn config(s: &Setup) -> PathBuf {
     let extra = format!("  storage:\n{}\n{}", s.storage, s.extra);
     SinkConfig {
+        catalog: String::new(),
         name: "s3-test-sink",
         dir: s.dir,
         source: SinkConfig::file_source(s.input),
@@ -114,6 +115,7 @@ fn catalog_config(ceph: &Ceph, dir: &Path, warehouse: &str) -> CatalogConfig {
             secret_key: Some(ceph.secret_key.clone()),
             ..Default::default()
         },
+        rest: None,
     }
 }
 

@@ -270,6 +270,7 @@ fn sink_config(dir: &Path, bootstrap: &str, prefix: &str) -> PathBuf {
          session.timeout.ms: \"6000\"\n        heartbeat.interval.ms: \"1000\"\n",
     );
     SinkConfig {
+        catalog: String::new(),
         name: "upstream-test-sink",
         dir,
         source,

@@ -20,7 +20,7 @@ import pathlib
 import sys
 import uuid
 
-from catalog import add_catalog_args, duckdb_s3_secret, open_catalog
+from catalog import add_catalog_args, duckdb_attach_rest, duckdb_s3_secret, is_rest, open_catalog
 
 
 def normalize(value):
@@ -75,13 +75,19 @@ def main():
     con = duckdb.connect(config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"})
     con.execute(f"LOAD '{extension('avro')}'")
     con.execute(f"LOAD '{extension('iceberg')}'")
-    if args.s3_endpoint:
+    if args.s3_endpoint or is_rest(args):
         con.execute(f"LOAD '{extension('httpfs')}'")
         duckdb_s3_secret(con, args)
     location = table.metadata_location
-    path = location[len("file://"):] if location.startswith("file://") else location
     quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
-    result = con.execute(f"SELECT {quoted} FROM iceberg_scan('{path}')").fetchall()
+    if is_rest(args):
+        # DuckDB asks the REST catalog itself where the table is
+        duckdb_attach_rest(con, args)
+        name = ".".join('"' + p.replace('"', '""') + '"' for p in args.table.split("."))
+        result = con.execute(f"SELECT {quoted} FROM rest_cat.{name}").fetchall()
+    else:
+        path = location[len("file://"):] if location.startswith("file://") else location
+        result = con.execute(f"SELECT {quoted} FROM iceberg_scan('{path}')").fetchall()
     duck_rows = [{c: normalize(v) for c, v in zip(columns, row)} for row in result]
 
     json.dump({"pyiceberg": py_rows, "duckdb": duck_rows, "metadata_location": location}, sys.stdout)

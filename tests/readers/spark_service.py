@@ -9,8 +9,8 @@ TCP on loopback. Started by tests/spark.sh.
 
 A catalog is registered under its own name (the JdbcCatalog looks its tables up by that
 name) when a request names it with other settings than before (Iceberg's
-JdbcCatalog over the same SQLite or PostgreSQL database as ours, or S3FileIO for an s3://
-warehouse); values are put in the tests' normalized form (read_table.normalize).
+JdbcCatalog over the same SQLite or PostgreSQL database as ours, its RESTCatalog for an
+http:// URI, S3FileIO for an s3:// warehouse); values are put in the tests' normalized form (read_table.normalize).
 """
 
 import argparse
@@ -53,15 +53,25 @@ def register(catalog):
         # of the same catalog name takes the place of the first (Spark caches catalogs)
         SESSION._jsparkSession.sessionState().catalogManager().reset()
     prefix = f"spark.sql.catalog.{name}"
-    conf = {
-        prefix: "org.apache.iceberg.spark.SparkCatalog",
-        f"{prefix}.type": "jdbc",
-        f"{prefix}.uri": jdbc_uri(catalog["uri"]),
-        f"{prefix}.warehouse": catalog["warehouse"],
-        # our catalog tables are the SQL catalog's first schema (no view support needed)
-        f"{prefix}.jdbc.schema-version": "V0",
-        f"{prefix}.cache-enabled": "false",
-    }
+    if catalog["uri"].startswith(("http://", "https://")):
+        # an Iceberg REST catalog: Iceberg's RESTCatalog asks the server
+        conf = {
+            prefix: "org.apache.iceberg.spark.SparkCatalog",
+            f"{prefix}.type": "rest",
+            f"{prefix}.uri": catalog["uri"],
+            f"{prefix}.warehouse": catalog["warehouse"],
+            f"{prefix}.cache-enabled": "false",
+        }
+    else:
+        conf = {
+            prefix: "org.apache.iceberg.spark.SparkCatalog",
+            f"{prefix}.type": "jdbc",
+            f"{prefix}.uri": jdbc_uri(catalog["uri"]),
+            f"{prefix}.warehouse": catalog["warehouse"],
+            # our catalog tables are the SQL catalog's first schema (no view support needed)
+            f"{prefix}.jdbc.schema-version": "V0",
+            f"{prefix}.cache-enabled": "false",
+        }
     s3 = catalog.get("s3")
     if s3:
         conf.update({

@@ -37,6 +37,9 @@ pub struct SinkConfig<'a> {
     pub source: String,
     /// `file://<dir>/warehouse` when empty.
     pub warehouse: String,
+    /// More lines under `iceberg.catalog` (four spaces in), e.g. `type: rest`; its `uri` when
+    /// it names one (else the SQLite catalog in `dir`).
+    pub catalog: String,
     /// Lines under the transform's `with:` (six spaces in).
     pub params: &'a str,
     /// More keys of the `iceberg:` section (two spaces in).
@@ -65,12 +68,17 @@ impl SinkConfig<'_> {
         } else {
             format!("    with:\n{}", self.params)
         };
+        let catalog = if self.catalog.contains("uri:") {
+            self.catalog.clone()
+        } else {
+            format!("    uri: sqlite://{dir}/catalog.db\n{}", self.catalog)
+        };
         let text = format!(
             "apiVersion: 0.2.0\n\
              meta:\n  name: {name}\n  type: iceberg-cdc-sink\n  version: 0.1.0\n  topic:\n    meta:\n      name: postgres-cdc\n\
              transforms:\n  - uses: cdc-iceberg/debezium-cdc@0.1.0\n{with}\
              iceberg:\n  source:\n{source}\
-             \x20 catalog:\n    uri: sqlite://{dir}/catalog.db\n    warehouse: {warehouse}\n\
+             \x20 catalog:\n{catalog}    warehouse: {warehouse}\n\
              \x20 dead-letter:\n    file: {dir}/dead-letter.jsonl\n\
              \x20 smartmodules:\n    cdc-iceberg/debezium-cdc@0.1.0: {wasm}\n{extra}",
             name = self.name,

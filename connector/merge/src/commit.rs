@@ -2,8 +2,10 @@
 //! data files, so a snapshot is assembled from its public parts: manifests for the new data
 //! and delete files, the parent's manifests carried over (those holding a removed file
 //! rewritten with it marked deleted), a manifest list, a `Snapshot` with its summary, new
-//! table metadata through `TableMetadataBuilder`, then the catalog's compare-and-swap.
-//! [`commit_metadata`] is the same swap for metadata-only changes (snapshot expiry).
+//! table metadata through `TableMetadataBuilder`, then the catalog's compare-and-swap
+//! (SQL: our metadata file and a conditional row update; REST: the builder's changes as the
+//! commit's updates). [`commit_metadata`] is the same swap for metadata-only changes
+//! (snapshot expiry).
 
 use crate::catalog::Catalog;
 use crate::MergeError;
@@ -11,12 +13,10 @@ use iceberg::io::FileIO;
 use iceberg::spec::{
     DataContentType, DataFile, FormatVersion, ManifestContentType, ManifestFile, ManifestList,
     ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot, Summary, TableMetadata,
-    TableMetadataBuilder,
+    TableMetadataBuildResult, TableMetadataBuilder,
 };
 use iceberg::table::Table;
-use iceberg::MetadataLocation;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::str::FromStr;
 
 /// A file that is live in the current snapshot, with what a manifest needs to carry or
 /// remove it.
@@ -346,13 +346,12 @@ pub async fn commit(
             .add_current_schema(schema.as_ref().clone())
             .map_err(err("new schema"))?;
     }
-    let new_metadata = builder
+    let built = builder
         .set_branch_snapshot(snapshot, "main")
         .map_err(err("new table metadata"))?
         .build()
-        .map_err(err("new table metadata"))?
-        .metadata;
-    let outcome = commit_metadata(catalog, table, new_metadata).await?;
+        .map_err(err("new table metadata"))?;
+    let outcome = commit_metadata(catalog, table, built).await?;
     if matches!(outcome, Outcome::Conflict) {
         // ours never became visible: remove the manifests and list this attempt wrote (best
         // effort; what stays is found by orphan removal). The added data and delete files
@@ -372,42 +371,14 @@ pub async fn discard(file_io: &FileIO, files: impl IntoIterator<Item = &DataFile
     }
 }
 
-/// Writes `new_metadata` as the table's next metadata file and swaps the catalog's pointer
-/// from `table`'s metadata file to it.
+/// Makes `built` (made by a `TableMetadataBuilder` from `table`'s metadata) current, if
+/// `table`'s metadata still is: the catalog's compare-and-swap ([`Catalog::commit`]).
 pub async fn commit_metadata(
     catalog: &Catalog,
     table: &Table,
-    new_metadata: TableMetadata,
+    built: TableMetadataBuildResult,
 ) -> Result<Outcome, MergeError> {
-    let file_io = table.file_io();
-    let base_location = table
-        .metadata_location()
-        .ok_or_else(|| MergeError::commit("the table has no metadata location"))?;
-    let new_location = MetadataLocation::from_str(base_location)
-        .map_err(err("metadata location"))?
-        .with_next_version()
-        .with_new_metadata(&new_metadata);
-    new_metadata
-        .write_to(file_io, &new_location)
-        .await
-        .map_err(err("writing table metadata"))?;
-    let new_location = new_location.to_string();
-    if !catalog
-        .swap(table.identifier(), base_location, &new_location)
-        .await?
-    {
-        let _ = file_io.delete(&new_location).await;
-        return Ok(Outcome::Conflict);
-    }
-    let table = Table::builder()
-        .metadata(new_metadata)
-        .metadata_location(new_location)
-        .identifier(table.identifier().clone())
-        .file_io(file_io.clone())
-        .runtime(iceberg::Runtime::try_current().map_err(err("runtime"))?)
-        .build()
-        .map_err(err("new table"))?;
-    Ok(Outcome::Committed(Box::new(table)))
+    catalog.commit(table, built).await
 }
 
 /// What a commit removed, for its summary.

@@ -6,7 +6,7 @@
 pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What went wrong, by whose fault: one record's ([`MergeError::Value`]: dead-letter it,
-/// the rest goes on), one table's (`Schema`, `Arrow`: the table cannot go on until an
+/// the rest goes on), one table's (`Schema`, `Arrow`, `Refused`: the table cannot go on until an
 /// operator acts; the others keep flowing), or a passing one (`Io`, `Catalog`, `Commit`:
 /// retry, and stop only after the retry budget, without moving an offset). The message
 /// names what was being done and ends with the cause's own message; the cause itself is the
@@ -35,6 +35,14 @@ pub enum MergeError {
     },
     #[error("catalog: {context}{}", cause_text(.source))]
     Catalog {
+        context: String,
+        #[source]
+        source: Option<Cause>,
+    },
+    /// The catalog refused the request and will again (credentials it does not take, a
+    /// request it rejects): an operator must act.
+    #[error("catalog refused: {context}{}", cause_text(.source))]
+    Refused {
         context: String,
         #[source]
         source: Option<Cause>,
@@ -93,13 +101,16 @@ constructors! {
     Io, io, io_from;
     Catalog, catalog, catalog_from;
     Commit, commit, commit_from;
+    Refused, refused, refused_from;
 }
 
 impl MergeError {
     pub fn class(&self) -> ErrorClass {
         match self {
             MergeError::Value { .. } => ErrorClass::Record,
-            MergeError::Schema { .. } | MergeError::Arrow { .. } => ErrorClass::Table,
+            MergeError::Schema { .. } | MergeError::Arrow { .. } | MergeError::Refused { .. } => {
+                ErrorClass::Table
+            }
             MergeError::Io { .. } | MergeError::Catalog { .. } | MergeError::Commit { .. } => {
                 ErrorClass::Passing
             }

@@ -1,8 +1,9 @@
-//! Model-based test of the merge engine on a real SQLite catalog and local warehouse: random
-//! creates, updates, deletes, updates that move a row to another month's partition, replays
-//! of old events and truncates, committed in many batches. After every commit the table, read
-//! back by the `iceberg` crate's own scan, PyIceberg and DuckDB (and twice by Spark SQL),
-//! equals an in-memory model.
+//! Model-based test of the merge engine on real catalogs (SQLite, PostgreSQL, and Apache
+//! Iceberg's REST catalog server over a local and a Ceph warehouse): random creates, updates,
+//! deletes, updates that move a row to another month's partition, replays of old events and
+//! truncates, committed in many batches. After every commit the table, read back by the
+//! `iceberg` crate's own scan, PyIceberg and DuckDB (and twice by Spark SQL), each through the
+//! same catalog, equals an in-memory model.
 
 use debezium_cdc::record::Op;
 use iceberg::TableIdent;
@@ -12,25 +13,46 @@ use std::collections::HashMap;
 
 mod support;
 use support::items::{options, python_readers, read_back, spark_reader};
-use support::{append_with_pyiceberg, postgres_catalog, sqlite_catalog};
+use support::{append_with_pyiceberg, postgres_catalog, rest_catalog, sqlite_catalog, Warehouse};
 use testkit::changes::{batch, change, row, Model};
 use testkit::Lcg;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_catalog_random_batches_equal_the_model_after_every_commit() {
     let dir = tempfile::tempdir().unwrap();
-    run_model(&sqlite_catalog(dir.path()), 7, 40).await;
+    run_model(&sqlite_catalog(dir.path()), "public", 7, 40).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_catalog_random_batches_equal_the_model_after_every_commit() {
     let dir = tempfile::tempdir().unwrap();
-    run_model(&postgres_catalog(dir.path()), 11, 25).await;
+    run_model(&postgres_catalog(dir.path()), "public", 11, 25).await;
 }
 
-async fn run_model(config: &CatalogConfig, seed: u64, rounds: usize) {
+/// Through the REST spec's commit endpoint: the catalog server writes the metadata files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_catalog_random_batches_equal_the_model_after_every_commit() {
+    run_model(&rest_catalog(Warehouse::Local), &unique("model"), 13, 16).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_catalog_on_ceph_random_batches_equal_the_model_after_every_commit() {
+    run_model(&rest_catalog(Warehouse::Ceph), &unique("model_s3"), 17, 8).await;
+}
+
+/// A namespace of this run's own (the REST servers live for the whole suite).
+fn unique(purpose: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{purpose}_{}_{nanos}", std::process::id())
+}
+
+async fn run_model(config: &CatalogConfig, namespace: &str, seed: u64, rounds: usize) {
     let catalog = Catalog::connect(config).await.expect("catalog");
-    let ident = TableIdent::from_strs(["public", "items"]).unwrap();
+    let ident = TableIdent::from_strs([namespace, "items"]).unwrap();
+    let name = format!("{namespace}.items");
     let mut rng = Lcg(seed);
     let mut model = Model::new();
     let mut lsns = HashMap::new();
@@ -55,7 +77,7 @@ async fn run_model(config: &CatalogConfig, seed: u64, rounds: usize) {
             "iceberg-rust, after round {round}: {applied:?}: {}",
             differences(&got, &model)
         );
-        let (pyiceberg, duckdb) = python_readers(config, "public.items");
+        let (pyiceberg, duckdb) = python_readers(config, &name);
         assert_eq!(pyiceberg, model, "PyIceberg, after round {round}");
         assert_eq!(duckdb, model, "DuckDB, after round {round}");
         assert_eq!(
@@ -65,8 +87,9 @@ async fn run_model(config: &CatalogConfig, seed: u64, rounds: usize) {
         );
         if round == rounds / 2 || round + 1 == rounds {
             // the reader our users know, through Iceberg's JdbcCatalog on the same database
+            // (or its RESTCatalog on the same server)
             assert_eq!(
-                spark_reader(config, "public.items"),
+                spark_reader(config, &name),
                 model,
                 "Spark, after round {round}"
             );
@@ -106,7 +129,36 @@ async fn run_model(config: &CatalogConfig, seed: u64, rounds: usize) {
     }
     assert_eq!(chain, snapshots);
     assert_eq!(metadata.metadata_log().len(), snapshots);
+    // every commit left its own metadata file, all still there (time travel, readers in flight)
+    let logged: std::collections::BTreeSet<&str> = metadata
+        .metadata_log()
+        .iter()
+        .map(|m| m.metadata_file.as_str())
+        .collect();
+    assert_eq!(logged.len(), snapshots);
+    for file in &logged {
+        assert!(
+            table.table().file_io().exists(file).await.unwrap(),
+            "{file} is gone"
+        );
+    }
+    let current = table.table().metadata_location().unwrap_or_default();
+    assert!(
+        !logged.contains(current),
+        "a commit writes a metadata file of its own"
+    );
 
+    if config.rest.is_some() {
+        // a new client of the catalog finds the table where our last commit left it
+        let other = Catalog::connect(config).await.expect("catalog");
+        let found = other.load_existing(&ident).await.expect("the table");
+        assert_eq!(found.metadata_location(), Some(current));
+        assert_eq!(
+            found.metadata().current_snapshot_id(),
+            metadata.current_snapshot_id()
+        );
+        return;
+    }
     // the catalog row points at the newest metadata and remembers the one before
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&config.uri)
@@ -134,20 +186,6 @@ async fn run_model(config: &CatalogConfig, seed: u64, rounds: usize) {
         current, previous,
         "a commit writes a metadata file of its own"
     );
-    // every commit left its own metadata file, all still there (time travel, readers in flight)
-    let logged: std::collections::BTreeSet<&str> = metadata
-        .metadata_log()
-        .iter()
-        .map(|m| m.metadata_file.as_str())
-        .collect();
-    assert_eq!(logged.len(), snapshots);
-    assert!(!logged.contains(current.as_str()));
-    for file in logged {
-        assert!(
-            table.table().file_io().exists(file).await.unwrap(),
-            "{file} is gone"
-        );
-    }
 }
 
 /// A foreign commit between two batches (PyIceberg appends a row): our compare-and-swap loses,
@@ -156,9 +194,21 @@ async fn run_model(config: &CatalogConfig, seed: u64, rounds: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_commit_makes_us_retry_and_the_table_stays_right() {
     let dir = tempfile::tempdir().unwrap();
-    let config = sqlite_catalog(dir.path());
+    foreign_commit(&sqlite_catalog(dir.path()), "public").await;
+}
+
+/// The same race through the REST catalog: PyIceberg commits through the server, our commit's
+/// `assert-ref-snapshot-id` fails (409), and we reload and commit again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_commit_through_the_rest_catalog_makes_us_retry() {
+    foreign_commit(&rest_catalog(Warehouse::Local), &unique("race")).await;
+}
+
+async fn foreign_commit(config: &CatalogConfig, namespace: &str) {
+    let config = config.clone();
     let catalog = Catalog::connect(&config).await.expect("catalog");
-    let ident = TableIdent::from_strs(["public", "items"]).unwrap();
+    let ident = TableIdent::from_strs([namespace, "items"]).unwrap();
+    let name = format!("{namespace}.items");
     let mut rng = Lcg(3);
     let mut model = Model::new();
     let mut lsns = HashMap::new();
@@ -175,7 +225,7 @@ async fn a_foreign_commit_makes_us_retry_and_the_table_stays_right() {
         {"id": 1000, "name": "foreign", "amount": "1.00", "day": "2024-07-01",
          "_cdc_op": "c", "_cdc_processed_at": "2024-07-01T00:00:00Z"}
     ]);
-    append_with_pyiceberg(&config, "public.items", &foreign);
+    append_with_pyiceberg(&config, &name, &foreign);
     model.insert(
         1000,
         json!({"id": 1000, "name": "foreign", "amount": "1.00", "day": "2024-07-01"})
@@ -196,7 +246,7 @@ async fn a_foreign_commit_makes_us_retry_and_the_table_stays_right() {
         .unwrap();
     assert_eq!(applied.conflicts, 1, "{applied:?}");
     assert_eq!(read_back(table.table()).await, model);
-    let (pyiceberg, duckdb) = python_readers(&config, "public.items");
+    let (pyiceberg, duckdb) = python_readers(&config, &name);
     assert_eq!(pyiceberg, model);
     assert_eq!(duckdb, model);
 

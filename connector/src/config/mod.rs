@@ -1,6 +1,7 @@
 //! The connector config: Fluvio's connector contract (`apiVersion`, `meta`, `transforms`) plus
 //! our own `iceberg:` section, with `${{ secrets.NAME }}` rendered from the secret store.
 
+mod catalog;
 mod fluvio;
 mod kafka;
 mod maintenance;
@@ -10,6 +11,7 @@ mod size;
 mod storage;
 mod tables;
 
+pub use catalog::*;
 pub use fluvio::*;
 pub use kafka::*;
 pub use maintenance::*;
@@ -241,9 +243,11 @@ impl ConnectorConfig {
                 self.dead_letters()?;
             }
         }
+        let catalog = &self.iceberg.catalog;
+        catalog.validate()?;
         self.iceberg
             .storage
-            .validate(&self.iceberg.catalog.warehouse)?;
+            .validate(catalog.kind, &catalog.warehouse)?;
         self.iceberg.metrics.validate()?;
         self.iceberg.maintenance.validate()
     }

@@ -1,26 +1,11 @@
-//! `iceberg.catalog` and `iceberg.storage`: where the catalog and the warehouse are, with the
-//! old job's variables as fallbacks for an S3 store.
+//! `iceberg.storage`: the S3-compatible store of an `s3://` warehouse, with the old job's
+//! variables as fallbacks.
 
 use super::secrets::Secrets;
-use super::ConnectorConfig;
+use super::CatalogKind;
 use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 use std::path::PathBuf;
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct CatalogSection {
-    #[serde(default = "default_catalog_name")]
-    pub name: String,
-    /// `sqlite:///path/catalog.db` or `postgres://user:pass@host/db`.
-    pub uri: String,
-    /// `file:///path/warehouse` or `s3://bucket/prefix`.
-    pub warehouse: String,
-}
-
-fn default_catalog_name() -> String {
-    "cdc".into()
-}
 
 /// The object store of an `s3://` warehouse. Keys left out fall back to the old job's
 /// variables (secret store first, then the environment): `S3_ACCESS_KEY`, `S3_SECRET_KEY`,
@@ -63,14 +48,18 @@ impl std::fmt::Debug for StorageSection {
 }
 
 impl StorageSection {
-    pub(super) fn validate(&self, warehouse: &str) -> Result<()> {
+    pub(super) fn validate(&self, catalog: CatalogKind, warehouse: &str) -> Result<()> {
         if let Some(ca) = &self.ca_file {
             if !ca.is_file() {
                 bail!("iceberg.storage.ca-file {} is not a file", ca.display());
             }
         }
-        iceberg_cdc_merge::Storage::new(warehouse, &self.s3())
-            .map_err(|e| anyhow!("iceberg.catalog.warehouse: {e}"))?;
+        let s3 = self.s3();
+        match catalog {
+            CatalogKind::Sql => iceberg_cdc_merge::Storage::new(warehouse, &s3),
+            CatalogKind::Rest => iceberg_cdc_merge::Storage::for_rest(warehouse, &s3),
+        }
+        .map_err(|e| anyhow!("iceberg.catalog.warehouse: {e}"))?;
         Ok(())
     }
 }
@@ -124,18 +113,5 @@ pub(super) fn endpoint_from_external_ip(ip: &str) -> String {
         format!("http://{ip}")
     } else {
         format!("http://{ip}:7480")
-    }
-}
-
-impl ConnectorConfig {
-    /// Where the catalog and the warehouse are, for the merge engine.
-    pub fn catalog_config(&self) -> iceberg_cdc_merge::CatalogConfig {
-        let c = &self.iceberg.catalog;
-        iceberg_cdc_merge::CatalogConfig {
-            name: c.name.clone(),
-            uri: c.uri.clone(),
-            warehouse: c.warehouse.clone(),
-            s3: self.iceberg.storage.s3(),
-        }
     }
 }

@@ -101,6 +101,7 @@ pub fn config(dir: &Path, bootstrap: &str, server: &str) -> PathBuf {
         pattern = regex_escape(server),
     );
     SinkConfig {
+        catalog: String::new(),
         name: "kafka-test-sink",
         dir,
         source,
@@ -164,6 +165,7 @@ async fn catalog(dir: &Path) -> Catalog {
         uri: format!("sqlite://{}/catalog.db", dir.display()),
         warehouse: format!("file://{}/warehouse", dir.display()),
         s3: Default::default(),
+        rest: None,
     })
     .await
     .unwrap()

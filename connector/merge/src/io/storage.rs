@@ -141,6 +141,51 @@ impl Storage {
         })
     }
 
+    /// The store of a REST catalog's tables. Its warehouse is a location (`file://`, `s3://`:
+    /// as [`Storage::new`]) or a name the catalog knows (Polaris, Lakekeeper): then the
+    /// tables are on S3 when S3 settings are given (an endpoint or keys), else local, and
+    /// there is no location to probe before the first table is opened.
+    pub fn for_rest(warehouse: &str, s3: &S3Settings) -> Result<Storage, MergeError> {
+        let location = warehouse.starts_with('/')
+            || matches!(
+                warehouse.split_once("://").map(|(s, _)| s),
+                Some("file" | "s3" | "s3a")
+            );
+        if location {
+            return Storage::new(warehouse, s3);
+        }
+        let object_store = s3.endpoint.is_some() || s3.access_key.is_some();
+        Ok(Storage {
+            warehouse: String::new(),
+            kind: if object_store {
+                StoreKind::S3
+            } else {
+                StoreKind::Local
+            },
+            props: if object_store {
+                s3.file_io_props()
+            } else {
+                HashMap::new()
+            },
+            s3: s3.clone(),
+        })
+    }
+
+    /// A `FileIO` with `extra` properties over ours (a REST catalog's per-table settings:
+    /// vended S3 credentials, its endpoint).
+    pub fn file_io_with(&self, extra: &HashMap<String, String>) -> FileIO {
+        let mut props = self.props.clone();
+        if self.kind == StoreKind::S3 {
+            props.extend(
+                extra
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("s3.") || k.starts_with("client."))
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+        }
+        FileIOBuilder::new(self.factory()).with_props(props).build()
+    }
+
     pub fn is_object_store(&self) -> bool {
         self.kind == StoreKind::S3
     }
@@ -250,6 +295,10 @@ impl Storage {
     /// Writes, reads back and deletes one small object under the warehouse: the first
     /// request that fails says, in words, what is wrong.
     pub async fn check(&self) -> Result<(), MergeError> {
+        if self.warehouse.is_empty() {
+            // a REST catalog's named warehouse: no location of ours to probe
+            return Ok(());
+        }
         if self.kind == StoreKind::Local {
             let path = self
                 .warehouse

@@ -139,13 +139,12 @@ pub async fn expire(
         let before: BTreeMap<String, u64> =
             snapshot_files(&table, table.metadata().snapshots()).await?;
         let base_location = table.metadata_location().map(str::to_owned);
-        let new_metadata =
+        let built =
             TableMetadataBuilder::new_from_metadata(table.metadata().clone(), base_location)
                 .remove_snapshots(&ids)
                 .build()
-                .map_err(MergeError::commit_from("expiring snapshots"))?
-                .metadata;
-        match commit_metadata(catalog, &table, new_metadata).await? {
+                .map_err(MergeError::commit_from("expiring snapshots"))?;
+        match commit_metadata(catalog, &table, built).await? {
             Outcome::Conflict => {
                 report.conflicts += 1;
                 if report.conflicts >= policy.max_attempts {

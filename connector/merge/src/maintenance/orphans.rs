@@ -50,12 +50,19 @@ impl std::fmt::Display for OrphanReport {
     }
 }
 
-/// A location with its scheme dropped (`s3a://b/k` and `s3://b/k` are one object,
-/// `file:///p` and `/p` one file).
+/// A location with its scheme dropped (`s3a://b/k` and `s3://b/k` are one object;
+/// `file:///p`, Hadoop's `file:/p` (what Java catalogs write) and `/p` one file).
 fn normalized(path: &str) -> &str {
-    match path.split_once("://") {
-        Some((_, rest)) => rest.trim_start_matches('/'),
-        None => path.trim_start_matches('/'),
+    if let Some((_, rest)) = path.split_once("://") {
+        return rest.trim_start_matches('/');
+    }
+    match path.split_once(":/") {
+        Some((scheme, rest))
+            if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric()) =>
+        {
+            rest.trim_start_matches('/')
+        }
+        _ => path.trim_start_matches('/'),
     }
 }
 
@@ -141,10 +148,13 @@ mod tests {
             listed("s3://b/t/data/old-orphan.parquet", 10_000),
             listed("s3://b/t/data/new-orphan.parquet", 10),
             listed("file:///w/t/metadata/00001.metadata.json", 10_000),
+            // a REST catalog's Java server names its metadata files the Hadoop way
+            listed("file:///w/t/metadata/00002.metadata.json", 10_000),
         ];
         let referenced: BTreeSet<String> = [
             "s3a://b/t/data/live.parquet".to_owned(),
             "/w/t/metadata/00001.metadata.json".to_owned(),
+            "file:/w/t/metadata/00002.metadata.json".to_owned(),
         ]
         .into();
         let cutoff = SystemTime::now() - Duration::from_secs(3600);

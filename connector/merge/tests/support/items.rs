@@ -55,9 +55,18 @@ pub fn python_readers(catalog: &CatalogConfig, table: &str) -> (Model, Model) {
     (model(&v["pyiceberg"]), model(&v["duckdb"]))
 }
 
-/// The table as Spark SQL reads it (Iceberg's JdbcCatalog over the same catalog database).
+/// The table as Spark SQL reads it (Iceberg's JdbcCatalog over the same catalog database, or
+/// its RESTCatalog on the same server).
 pub fn spark_reader(catalog: &CatalogConfig, table: &str) -> Model {
-    let spark_catalog = testkit::spark::catalog(&catalog.name, &catalog.uri, &catalog.warehouse);
+    let spark_catalog = match catalog.s3.endpoint {
+        Some(_) => testkit::spark::catalog_on(
+            &catalog.name,
+            &catalog.uri,
+            &catalog.warehouse,
+            super::ceph(),
+        ),
+        None => testkit::spark::catalog(&catalog.name, &catalog.uri, &catalog.warehouse),
+    };
     let rows = testkit::spark::sql(
         &spark_catalog,
         &format!("SELECT id, name, amount, day FROM {}.{table}", catalog.name),

@@ -3,56 +3,48 @@
 //!
 //! Creating and loading tables goes through `iceberg-catalog-sql`; committing goes through
 //! our own compare-and-swap on `metadata_location`, because the crate offers no public way to
-//! commit the snapshots we build.
+//! commit the snapshots we build: the new metadata file is written, then the row is pointed
+//! at it if it still points at the one the commit started from.
 
-use crate::io::storage::{S3Settings, Storage};
+use super::redact;
+use crate::commit::Outcome;
+use crate::io::storage::Storage;
 use crate::MergeError;
+use iceberg::spec::TableMetadata;
 use iceberg::table::Table;
-use iceberg::{Catalog as _, CatalogBuilder as _, TableCreation, TableIdent};
+use iceberg::{Catalog as _, CatalogBuilder as _, MetadataLocation, TableCreation, TableIdent};
 use iceberg_catalog_sql::{SqlCatalog, SqlCatalogBuilder};
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 use std::collections::HashMap;
+use std::str::FromStr;
 
-/// Where the catalog and the warehouse are.
-#[derive(Debug, Clone)]
-pub struct CatalogConfig {
-    /// Catalog name (the `catalog_name` column).
-    pub name: String,
-    /// `sqlite:///path/catalog.db` or `postgres://user:pass@host/db`.
-    pub uri: String,
-    /// Root location of new tables: `file:///path` or `s3://bucket/prefix`.
-    pub warehouse: String,
-    /// The S3-compatible store of an `s3://` warehouse.
-    pub s3: S3Settings,
-}
-
-pub struct Catalog {
+pub(super) struct Sql {
     name: String,
-    storage: Storage,
     sql: SqlCatalog,
     pool: AnyPool,
     postgres: bool,
 }
 
-impl Catalog {
-    /// Checks the warehouse's store (nothing is created when it is unusable), then opens the
-    /// catalog.
-    pub async fn connect(config: &CatalogConfig) -> Result<Catalog, MergeError> {
-        let storage = Storage::new(&config.warehouse, &config.s3)?;
-        storage.check().await?;
+impl Sql {
+    pub(super) async fn connect(
+        name: &str,
+        uri: &str,
+        warehouse: &str,
+        storage: &Storage,
+    ) -> Result<Sql, MergeError> {
         sqlx::any::install_default_drivers();
-        let postgres = config.uri.starts_with("postgres");
-        let uri = if config.uri.starts_with("sqlite:") && !config.uri.contains("mode=") {
-            let sep = if config.uri.contains('?') { '&' } else { '?' };
-            format!("{}{sep}mode=rwc", config.uri)
+        let postgres = uri.starts_with("postgres");
+        let uri = if uri.starts_with("sqlite:") && !uri.contains("mode=") {
+            let sep = if uri.contains('?') { '&' } else { '?' };
+            format!("{uri}{sep}mode=rwc")
         } else {
-            config.uri.clone()
+            uri.to_owned()
         };
         let mut props = storage.props().clone();
         props.extend([
             ("uri".to_owned(), uri.clone()),
-            ("warehouse".to_owned(), config.warehouse.clone()),
+            ("warehouse".to_owned(), warehouse.to_owned()),
             (
                 "sql_bind_style".to_owned(),
                 if postgres { "DollarNumeric" } else { "QMark" }.to_owned(),
@@ -60,11 +52,11 @@ impl Catalog {
         ]);
         let sql = SqlCatalogBuilder::default()
             .with_storage_factory(storage.factory())
-            .load(&config.name, props)
+            .load(name, props)
             .await
             .map_err(MergeError::catalog_from(format!(
                 "opening catalog {}",
-                redact(&config.uri)
+                redact(&uri)
             )))?;
         let pool = AnyPoolOptions::new()
             .max_connections(2)
@@ -72,24 +64,17 @@ impl Catalog {
             .await
             .map_err(MergeError::catalog_from(format!(
                 "connecting to {}",
-                redact(&config.uri)
+                redact(&uri)
             )))?;
-        Ok(Catalog {
-            name: config.name.clone(),
-            storage,
+        Ok(Sql {
+            name: name.to_owned(),
             sql,
             pool,
             postgres,
         })
     }
 
-    /// The warehouse's store (for listing: orphan removal).
-    pub fn storage(&self) -> &Storage {
-        &self.storage
-    }
-
-    /// Loads a table, or `None` when the catalog has no such table.
-    pub async fn load(&self, ident: &TableIdent) -> Result<Option<Table>, MergeError> {
+    pub(super) async fn load(&self, ident: &TableIdent) -> Result<Option<Table>, MergeError> {
         if !self.sql.table_exists(ident).await.map_err(catalog_err)? {
             return Ok(None);
         }
@@ -100,15 +85,7 @@ impl Catalog {
             .map_err(catalog_err)
     }
 
-    /// A table that must exist (it is being written to).
-    pub async fn load_existing(&self, ident: &TableIdent) -> Result<Table, MergeError> {
-        self.load(ident)
-            .await?
-            .ok_or_else(|| MergeError::catalog(format!("{ident} disappeared")))
-    }
-
-    /// Creates a table (and its namespace when missing).
-    pub async fn create(
+    pub(super) async fn create(
         &self,
         ident: &TableIdent,
         creation: TableCreation,
@@ -126,8 +103,7 @@ impl Catalog {
             .map_err(catalog_err)
     }
 
-    /// Every table in the catalog (nested namespaces included).
-    pub async fn list_tables(&self) -> Result<Vec<TableIdent>, MergeError> {
+    pub(super) async fn list_tables(&self) -> Result<Vec<TableIdent>, MergeError> {
         let mut out = Vec::new();
         let mut pending = self.sql.list_namespaces(None).await.map_err(catalog_err)?;
         while let Some(ns) = pending.pop() {
@@ -142,9 +118,45 @@ impl Catalog {
         Ok(out)
     }
 
+    /// Writes `new_metadata` as the table's next metadata file and swaps the row's pointer
+    /// from `table`'s metadata file to it.
+    pub(super) async fn commit(
+        &self,
+        table: &Table,
+        new_metadata: TableMetadata,
+    ) -> Result<Outcome, MergeError> {
+        let file_io = table.file_io();
+        let base_location = table
+            .metadata_location()
+            .ok_or_else(|| MergeError::commit("the table has no metadata location"))?;
+        let new_location = MetadataLocation::from_str(base_location)
+            .map_err(MergeError::commit_from("metadata location"))?
+            .with_next_version()
+            .with_new_metadata(&new_metadata);
+        new_metadata
+            .write_to(file_io, &new_location)
+            .await
+            .map_err(MergeError::commit_from("writing table metadata"))?;
+        let new_location = new_location.to_string();
+        if !self
+            .swap(table.identifier(), base_location, &new_location)
+            .await?
+        {
+            let _ = file_io.delete(&new_location).await;
+            return Ok(Outcome::Conflict);
+        }
+        super::table_of(
+            table.identifier().clone(),
+            new_metadata,
+            new_location,
+            file_io.clone(),
+        )
+        .map(|t| Outcome::Committed(Box::new(t)))
+    }
+
     /// Points the table at `new` if it still points at `expected`. `false`: someone else
     /// committed first.
-    pub async fn swap(
+    async fn swap(
         &self,
         ident: &TableIdent,
         expected: &str,
@@ -193,31 +205,12 @@ fn dollar_placeholders(sql: &str) -> String {
     out
 }
 
-/// A connection string without its password, for messages.
-pub fn redact(uri: &str) -> String {
-    match (uri.find("://"), uri.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &uri[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &uri[..scheme + 3], &uri[at..]),
-                None => uri.to_owned(),
-            }
-        }
-        _ => uri.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn placeholders_and_redaction() {
+    fn placeholders() {
         assert_eq!(dollar_placeholders("a = ? AND b = ?"), "a = $1 AND b = $2");
-        assert_eq!(
-            redact("postgres://me:secret@localhost/db"),
-            "postgres://me:***@localhost/db"
-        );
-        assert_eq!(redact("sqlite:///tmp/c.db"), "sqlite:///tmp/c.db");
     }
 }
