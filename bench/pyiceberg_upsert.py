@@ -7,7 +7,7 @@ Usage: pyiceberg_upsert.py --input F --dir D --batch N --events M --budget SECON
 Prints {"events": n, "seconds": s, "batches": b, "rows": r, "equals_model": bool}.
 """
 
-import argparse
+from contender import contender_args
 import datetime
 import json
 import sys
@@ -27,12 +27,7 @@ EPOCH = datetime.date(1970, 1, 1)
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--input", required=True)
-    p.add_argument("--dir", required=True)
-    p.add_argument("--batch", type=int, required=True)
-    p.add_argument("--events", type=int, required=True)
-    p.add_argument("--budget", type=float, required=True)
+    p = contender_args()
     args = p.parse_args()
 
     import pyarrow as pa

@@ -1,9 +1,12 @@
 //! `cdc-bench`: how fast, how fresh and how lean the connector is, against the append-only
-//! ceiling and PyIceberg's `upsert()`, on the same generated Debezium stream, in one run.
+//! ceiling, the Spark `MERGE INTO` job it replaces and PyIceberg's `upsert()`, on the same
+//! generated Debezium stream, in one run, beside the machine's physical limit for the work.
 //! See BENCHMARKS.md for the command and the figures.
 
 mod ceiling;
+mod limit;
 mod measure;
+mod soak;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -51,6 +54,44 @@ struct StreamArgs {
     seed: u64,
 }
 
+/// Where the benchmark works and what it runs.
+#[derive(clap::Args, Clone)]
+struct Places {
+    #[arg(long, default_value = ".work/bench")]
+    work: PathBuf,
+    #[arg(long, default_value = "target/release/iceberg-cdc-sink")]
+    connector: PathBuf,
+    #[arg(
+        long,
+        default_value = "target/wasm32-unknown-unknown/release-lto/debezium_cdc.wasm"
+    )]
+    wasm: PathBuf,
+    #[arg(long, env = "CDC_PYTHON", default_value = "tests/.venv/bin/python")]
+    python: PathBuf,
+}
+
+impl Places {
+    /// The bench over these places, with the contenders' budgets.
+    fn bench(
+        self,
+        runtime: tokio::runtime::Runtime,
+        pyiceberg_budget: u64,
+        spark_budget: u64,
+        spark_jars: PathBuf,
+    ) -> Result<Bench> {
+        Ok(Bench {
+            work: std::path::absolute(&self.work)?,
+            connector: std::path::absolute(&self.connector)?,
+            wasm: std::path::absolute(&self.wasm)?,
+            python: self.python,
+            runtime,
+            pyiceberg_budget,
+            spark_budget,
+            spark_jars,
+        })
+    }
+}
+
 /// The table shapes of the benchmark's streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ShapeArg {
@@ -93,22 +134,36 @@ enum Cmd {
         /// A Kafka bootstrap server (Apache Kafka) for the Kafka-source contender.
         #[arg(long)]
         kafka: Option<String>,
-        #[arg(long, default_value = ".work/bench")]
-        work: PathBuf,
-        #[arg(long, default_value = "target/release/iceberg-cdc-sink")]
-        connector: PathBuf,
-        #[arg(
-            long,
-            default_value = "target/wasm32-unknown-unknown/release-lto/debezium_cdc.wasm"
-        )]
-        wasm: PathBuf,
-        #[arg(long, env = "CDC_PYTHON", default_value = "tests/.venv/bin/python")]
-        python: PathBuf,
+        #[command(flatten)]
+        places: Places,
         #[arg(long)]
         report: Option<PathBuf>,
         /// Seconds PyIceberg may run (default: 20 for the quick profile, 300 for the full).
         #[arg(long)]
         pyiceberg_budget: Option<u64>,
+        /// Seconds the Spark job may run (default: 120 for the quick profile, 600 for the
+        /// full); 0 leaves it out.
+        #[arg(long)]
+        spark_budget: Option<u64>,
+        /// The folder of Iceberg's Spark runtime jars (tests/kafka.sh's upstream_install).
+        #[arg(long, default_value = ".work/upstream/spark")]
+        spark_jars: PathBuf,
+    },
+    /// The memory soak: a long stream generated into the connector's stdin, its RSS sampled
+    /// every second; a CSV of the samples and a PNG of them.
+    Soak {
+        #[command(flatten)]
+        stream: StreamArgs,
+        #[command(flatten)]
+        places: Places,
+        /// Where the PNG goes.
+        #[arg(long, default_value = "bench/soak-rss.png")]
+        png: PathBuf,
+        /// `wasm` (default) or `native`: how the connector runs the SmartModule.
+        #[arg(long, default_value = "wasm")]
+        engine: String,
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// (internal) The append-only ceiling over a stream file.
     Ceiling {
@@ -197,29 +252,87 @@ fn main() -> Result<()> {
             batch,
             table,
         } => runtime.block_on(ceiling::run(&input, &dir, batch, &table)),
+        Cmd::Soak {
+            stream,
+            places,
+            png,
+            engine,
+            report,
+        } => {
+            let mut spec = stream.spec(Profile::Full)?;
+            if stream.events.is_none() {
+                spec.events = 20_000_000;
+            }
+            let bench = places.bench(runtime, 0, 0, PathBuf::new())?;
+            std::fs::create_dir_all(&bench.work)?;
+            let csv = bench.work.join("soak-rss.csv");
+            eprintln!(
+                "soak: {} events over {} keys into the connector's stdin...",
+                spec.events, spec.keys
+            );
+            let extra = format!("  smartmodule-engine: {engine}\n");
+            let soak = soak::run(&bench, &spec, &csv, &extra)?;
+            let title = format!(
+                "{:.0}M events over {:.1}M keys, {:?}, {engine} SmartModule: {:.0} events/s",
+                soak.events as f64 / 1e6,
+                spec.keys as f64 / 1e6,
+                spec.shape,
+                soak.events_per_s
+            );
+            let plotted = Command::new(&bench.python)
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("plot_rss.py"))
+                .arg(&csv)
+                .arg(&png)
+                .args(["--title", &title])
+                .status()?;
+            if !plotted.success() {
+                bail!("plot_rss.py failed");
+            }
+            let text = serde_json::to_string_pretty(&soak)?;
+            if let Some(path) = report {
+                std::fs::write(&path, &text)?;
+            }
+            println!(
+                "soak: {} events in {:.0} s ({:.0} events/s); peak RSS {:.0} MB; after the first tenth between {:.0} and {:.0} MB over {} samples; table = model: {}; samples {}, plot {}",
+                soak.events,
+                soak.seconds,
+                soak.events_per_s,
+                soak.peak_rss_mb,
+                soak.rss_after_warmup_mb.1,
+                soak.rss_after_warmup_mb.0,
+                soak.samples,
+                soak.equals_model,
+                csv.display(),
+                png.display()
+            );
+            if !soak.equals_model {
+                bail!("the soak's table does not equal the model");
+            }
+            Ok(())
+        }
         Cmd::Run {
             profile,
             stream,
             kafka,
-            work,
-            connector,
-            wasm,
-            python,
+            places,
             report,
             pyiceberg_budget,
+            spark_budget,
+            spark_jars,
         } => {
             let spec = stream.spec(profile)?;
-            let bench = Bench {
-                work: std::path::absolute(&work)?,
-                connector: std::path::absolute(&connector)?,
-                wasm: std::path::absolute(&wasm)?,
-                python,
+            let bench = places.bench(
                 runtime,
-                pyiceberg_budget: pyiceberg_budget.unwrap_or(match profile {
+                pyiceberg_budget.unwrap_or(match profile {
                     Profile::Quick => 20,
                     Profile::Full => 300,
                 }),
-            };
+                spark_budget.unwrap_or(match profile {
+                    Profile::Quick => 120,
+                    Profile::Full => 600,
+                }),
+                std::path::absolute(&spark_jars)?,
+            )?;
             let results = bench.run_all(&spec, kafka.as_deref())?;
             let text = serde_json::to_string_pretty(&results)?;
             if let Some(path) = report {
@@ -304,6 +417,8 @@ struct Results {
     wrapper: bool,
     contenders: Vec<Contender>,
     compaction: Option<CompactionFigure>,
+    /// The machine's physical limit for the work (parse + Parquet encode, per core).
+    limit: Option<limit::Limit>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -346,6 +461,8 @@ struct Bench {
     python: PathBuf,
     runtime: tokio::runtime::Runtime,
     pyiceberg_budget: u64,
+    spark_budget: u64,
+    spark_jars: PathBuf,
 }
 
 fn catalog(dir: &Path) -> CatalogConfig {
@@ -367,7 +484,9 @@ fn fresh_dir(path: PathBuf) -> Result<PathBuf> {
 }
 
 impl Bench {
-    fn config(&self, dir: &Path, source: &str) -> Result<PathBuf> {
+    /// The connector's config over `dir`; `extra`: more keys of the `iceberg:` section (two
+    /// spaces in).
+    fn config(&self, dir: &Path, source: &str, extra: &str) -> Result<PathBuf> {
         let text = format!(
             "apiVersion: 0.2.0\n\
              meta:\n  name: bench-sink\n  type: iceberg-cdc-sink\n  version: 0.1.0\n  topic:\n    meta:\n      name: bench\n\
@@ -378,7 +497,7 @@ impl Bench {
              \x20 batch:\n    interval-ms: 1000\n    max-records: 10000000\n    max-bytes: 4GiB\n\
              \x20 tables:\n    partition-by: month(listed_on)\n\
              \x20 maintenance:\n    enabled: false\n\
-             \x20 smartmodules:\n    cdc-iceberg/debezium-cdc@0.1.0: {wasm}\n",
+             \x20 smartmodules:\n    cdc-iceberg/debezium-cdc@0.1.0: {wasm}\n{extra}",
             dir = dir.display(),
             wasm = self.wasm.display(),
         );
@@ -389,9 +508,10 @@ impl Bench {
 
     fn connector_cmd(&self, config: &Path) -> Command {
         let mut cmd = Command::new(&self.connector);
-        cmd.arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "warn,iceberg_cdc_sink::sink=debug");
+        cmd.arg("--config").arg(config).env(
+            "RUST_LOG",
+            "warn,iceberg_cdc_sink::sink=debug,iceberg_cdc_sink::commit=debug",
+        );
         cmd
     }
 
@@ -457,13 +577,26 @@ impl Bench {
             "    type: file\n    path: \"{}\"\n    format: key-value\n",
             input.display()
         );
-        let cfg = self.config(&dir, &source)?;
+        let cfg = self.config(&dir, &source, "")?;
         eprintln!("ours (file source)...");
         let run = measure::run(self.connector_cmd(&cfg), || false)?;
         let ours = self.ours("ours: file source", &dir, &table, &written, run)?;
         // the others get batches of the size ours committed on average
         let batch = written.events as usize / ours.commits.max(1);
         contenders.push(ours);
+
+        // 1b. the same with the SmartModule's code compiled in (smartmodule-engine: native)
+        let dir = fresh_dir(self.work.join("native"))?;
+        let cfg = self.config(&dir, &source, "  smartmodule-engine: native\n")?;
+        eprintln!("ours (file source, native SmartModule)...");
+        let run = measure::run(self.connector_cmd(&cfg), || false)?;
+        contenders.push(self.ours(
+            "ours: file source, native SmartModule",
+            &dir,
+            &table,
+            &written,
+            run,
+        )?);
 
         // 2. ours, Kafka source
         if let Some(bootstrap) = kafka {
@@ -479,7 +612,7 @@ impl Bench {
                 "    type: kafka\n    kafka:\n      bootstrap-servers: {bootstrap}\n      \
                  topics: [{topic}]\n      auto-offset-reset: earliest\n"
             );
-            let cfg = self.config(&dir, &source)?;
+            let cfg = self.config(&dir, &source, "")?;
             eprintln!("ours (Kafka source): consuming...");
             let messages = produced.messages as i64;
             let config = catalog(&dir);
@@ -566,29 +699,26 @@ impl Bench {
         let out: serde_json::Value = serde_json::from_str(run.stdout.trim())
             .with_context(|| format!("PyIceberg said: {}", run.stdout))?;
         let events = out["events"].as_u64().unwrap_or(0);
-        let seconds = out["seconds"].as_f64().unwrap_or(f64::NAN);
-        let share = events as f64 / written.events as f64;
-        contenders.push(Contender {
-            name: "PyIceberg upsert()".into(),
-            events,
-            input_bytes: (written.bytes as f64 * share) as u64,
-            seconds,
-            events_per_s: events as f64 / seconds,
-            mb_per_s: written.bytes as f64 * share / seconds / 1e6,
-            commits: out["batches"].as_u64().unwrap_or(0) as usize,
-            peak_rss_mb: run.peak_rss as f64 / 1e6,
-            bytes_written_per_input_byte: bytes_under(&dir.join("warehouse")) as f64
-                / (written.bytes as f64 * share),
-            table: Some(TableFacts {
-                rows: out["rows"].as_u64().unwrap_or(0) as usize,
-                equals_model: out["equals_model"].as_bool().unwrap_or(false),
-                ..TableFacts::default()
-            }),
-            note: format!(
+        contenders.push(budgeted(
+            "PyIceberg upsert()",
+            &out,
+            run.peak_rss,
+            &written,
+            &dir,
+            format!(
                 "the first {events} events in batches of {batch} (its {budget} s budget); checked by PyIceberg against its own model"
             ),
-            ..Contender::default()
-        });
+        ));
+
+        // 5. the Spark job with MERGE INTO, as the seed job ran (a prefix: it is slow)
+        if self.spark_budget > 0 && spec.wrapper {
+            contenders.push(self.spark(&input, &written, batch)?);
+        }
+
+        // the machine's physical limit: parse and encode only, per core
+        eprintln!("physical limit...");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let limit = Some(limit::measure(&input, 200_000, cores)?);
 
         // compaction of our file-source table, and what it does to a DuckDB full scan
         eprintln!("compaction...");
@@ -603,7 +733,55 @@ impl Bench {
             wrapper: spec.wrapper,
             contenders,
             compaction,
+            limit,
         })
+    }
+
+    /// The old job: PySpark `MERGE INTO` per micro-batch of `batch` events, until its budget.
+    fn spark(&self, input: &Path, written: &Written, batch: usize) -> Result<Contender> {
+        eprintln!("Spark MERGE INTO...");
+        let dir = fresh_dir(self.work.join("spark"))?;
+        let budget = self.spark_budget;
+        let mut cmd = Command::new(&self.python);
+        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("spark_merge.py"))
+            .arg("--input")
+            .arg(input)
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--batch", &batch.max(1).to_string()])
+            .args(["--events", &written.events.to_string()])
+            .args(["--budget", &budget.to_string()])
+            .arg("--jars")
+            .arg(&self.spark_jars)
+            .env("TZ", "UTC");
+        let run = measure::run(cmd, || false)?;
+        let out: serde_json::Value =
+            serde_json::from_str(run.stdout.trim()).with_context(|| {
+                format!(
+                    "the Spark job said: {}{}",
+                    run.stdout,
+                    run.stderr
+                        .lines()
+                        .rev()
+                        .take(20)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })?;
+        let events = out["events"].as_u64().unwrap_or(0);
+        let startup = out["startup_seconds"].as_f64().unwrap_or(f64::NAN);
+        // the driver's Python and its JVM
+        let jvm = out["jvm_peak_rss"].as_u64().unwrap_or(0);
+        Ok(budgeted(
+            "Spark MERGE INTO (the old job)",
+            &out,
+            run.peak_rss + jvm,
+            written,
+            &dir,
+            format!(
+                "the first {events} events in batches of {batch} (its {budget} s budget), after {startup:.1} s of SparkSession start-up (not counted); every column checked against its own model; RSS: the JVM's plus the driver's Python"
+            ),
+        ))
     }
 
     fn duckdb_scan(&self, dir: &Path, table: &str) -> Result<f64> {
@@ -660,6 +838,40 @@ impl Bench {
             duckdb_scan_s: (before, after),
             equals_model_after: facts_after.equals_model,
         })
+    }
+}
+
+/// A contender that ran a prefix of the stream within its budget, from what its script printed
+/// (`events`, `seconds`, `batches`, `rows`, `equals_model`).
+fn budgeted(
+    name: &str,
+    out: &serde_json::Value,
+    peak_rss: u64,
+    written: &Written,
+    dir: &Path,
+    note: String,
+) -> Contender {
+    let events = out["events"].as_u64().unwrap_or(0);
+    let seconds = out["seconds"].as_f64().unwrap_or(f64::NAN);
+    let share = events as f64 / written.events as f64;
+    Contender {
+        name: name.into(),
+        events,
+        input_bytes: (written.bytes as f64 * share) as u64,
+        seconds,
+        events_per_s: events as f64 / seconds,
+        mb_per_s: written.bytes as f64 * share / seconds / 1e6,
+        commits: out["batches"].as_u64().unwrap_or(0) as usize,
+        peak_rss_mb: peak_rss as f64 / 1e6,
+        bytes_written_per_input_byte: bytes_under(&dir.join("warehouse")) as f64
+            / (written.bytes as f64 * share),
+        table: Some(TableFacts {
+            rows: out["rows"].as_u64().unwrap_or(0) as usize,
+            equals_model: out["equals_model"].as_bool().unwrap_or(false),
+            ..TableFacts::default()
+        }),
+        note,
+        ..Contender::default()
     }
 }
 
@@ -731,6 +943,22 @@ fn print_table(r: &Results) {
     for c in r.contenders.iter().filter(|c| !c.note.is_empty()) {
         println!("- {}: {}", c.name, c.note);
     }
+    if let Some(l) = &r.limit {
+        println!(
+            "physical limit ({} messages, one thread each): parse {:.0} events/s ({:.0} MB/s, sonic-rs), Parquet encode {:.0} rows/s ({:.1} MB/s out, zstd); one core both {:.0} events/s, {} cores {:.0} events/s",
+            l.messages,
+            l.parse_events_per_s,
+            l.parse_mb_per_s,
+            l.encode_rows_per_s,
+            l.encode_mb_per_s,
+            l.events_per_s_per_core,
+            l.cores,
+            l.events_per_s
+        );
+    }
+    for line in ratios(r) {
+        println!("{line}");
+    }
     if let Some(f) = &r.compaction {
         println!(
             "compaction: {} MB in {:.2} s = {:.1} MB/s; data files {} -> {}, delete files {} -> {}; DuckDB full scan {:.3} s -> {:.3} s ({:.1}x); table = model after: {}",
@@ -747,4 +975,63 @@ fn print_table(r: &Results) {
             f.equals_model_after
         );
     }
+}
+
+/// The ratios the targets are stated in, from this run's figures.
+fn ratios(r: &Results) -> Vec<String> {
+    let rate = |prefix: &str| {
+        r.contenders
+            .iter()
+            .find(|c| c.name.starts_with(prefix))
+            .map(|c| c.events_per_s)
+    };
+    let ours = r
+        .contenders
+        .iter()
+        .find(|c| c.name == "ours: file source")
+        .map(|c| c.events_per_s);
+    let mut out = Vec::new();
+    let mut ratio = |what: &str, a: Option<f64>, b: Option<f64>, target: &str| {
+        if let (Some(a), Some(b)) = (a, b) {
+            out.push(format!("{what}: {:.2}x (target {target})", a / b));
+        }
+    };
+    ratio(
+        "ours / append-only ceiling",
+        ours,
+        rate("ceiling"),
+        ">= 0.8x",
+    );
+    ratio(
+        "ours, native SmartModule / append-only ceiling",
+        rate("ours: file source, native"),
+        rate("ceiling"),
+        ">= 0.8x",
+    );
+    ratio("ours / Spark MERGE INTO", ours, rate("Spark"), ">= 20x");
+    ratio(
+        "ours, native SmartModule / Spark MERGE INTO",
+        rate("ours: file source, native"),
+        rate("Spark"),
+        ">= 20x",
+    );
+    ratio(
+        "ours / PyIceberg upsert()",
+        ours,
+        rate("PyIceberg"),
+        ">= 100x at the full profile",
+    );
+    ratio(
+        "Kafka source / file source",
+        rate("ours: Kafka"),
+        ours,
+        ">= 0.8x",
+    );
+    ratio(
+        "ours / physical limit",
+        ours,
+        r.limit.as_ref().map(|l| l.events_per_s),
+        "none: where we stand",
+    );
+    out
 }

@@ -22,10 +22,13 @@ pub struct Finished {
     pub stdout: String,
 }
 
-/// The process's high-water resident set, in bytes.
-fn vm_hwm(pid: u32) -> Option<u64> {
+/// A memory figure of the process's `/proc/PID/status` (`VmHWM`: its high-water resident
+/// set; `VmRSS`: the resident set now), in bytes.
+pub fn vm_status(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
@@ -55,7 +58,7 @@ pub fn run(mut cmd: Command, mut stop: impl FnMut() -> bool) -> Result<Finished>
     let mut peak = 0;
     let mut stopping = false;
     let status = loop {
-        if let Some(hwm) = vm_hwm(pid) {
+        if let Some(hwm) = vm_status(pid, "VmHWM") {
             peak = peak.max(hwm);
         }
         if let Some(status) = child.try_wait()? {
@@ -83,7 +86,7 @@ pub fn run(mut cmd: Command, mut stop: impl FnMut() -> bool) -> Result<Finished>
     })
 }
 
-fn tail(text: &str) -> String {
+pub fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
 }

@@ -1,6 +1,7 @@
 //! Open batches, one per table, and when each is due: by record count, bytes or age (the
-//! commit interval), whichever comes first. Each change keeps its source position beside
-//! it. Pure bookkeeping; the commit stage does the I/O.
+//! commit interval), whichever comes first; and, across every table, when the bytes held in
+//! all open batches pass the global cap, the largest batches first. Each change keeps its
+//! source position beside it. Pure bookkeeping; the commit stage does the I/O.
 
 use crate::source::Partition;
 use debezium_cdc::record::ChangeRecord;
@@ -13,6 +14,8 @@ pub struct Limits {
     pub max_records: usize,
     pub max_bytes: u64,
     pub interval: Duration,
+    /// The bytes all open batches together may hold: past it, the largest are committed.
+    pub max_total_bytes: u64,
 }
 
 /// Changes waiting for one table, and the source positions they cover.
@@ -121,6 +124,38 @@ impl Batches {
         self.open.values().map(|b| b.records.len()).sum()
     }
 
+    /// The bytes every open batch holds, together.
+    pub fn bytes(&self) -> u64 {
+        self.open.values().map(|b| b.bytes).sum()
+    }
+
+    /// When the open batches hold more than the global cap: the largest of them, largest
+    /// first, that committing brings the rest to half the cap or under (half, so that 50
+    /// tables filling at once do not commit one batch per record once at the cap). Empty
+    /// under the cap.
+    pub fn over_cap(&self, limits: &Limits) -> Vec<TableIdent> {
+        let mut total = self.bytes();
+        if total <= limits.max_total_bytes {
+            return Vec::new();
+        }
+        let mut by_size: Vec<(&TableIdent, u64)> =
+            self.open.iter().map(|(t, b)| (t, b.bytes)).collect();
+        // largest first; a tie by name, so the choice does not depend on hashing
+        by_size.sort_by(|a, b| {
+            b.1.cmp(&a.1)
+                .then_with(|| a.0.to_string().cmp(&b.0.to_string()))
+        });
+        let mut out = Vec::new();
+        for (table, bytes) in by_size {
+            if total <= limits.max_total_bytes / 2 {
+                break;
+            }
+            total -= bytes;
+            out.push(table.clone());
+        }
+        out
+    }
+
     /// Per partition, the first offset not yet durable once `committing` (if any) is
     /// committed: the first offset of any other open batch, or one a paused table holds
     /// back. The ledger lowers its read positions to these for the checkpoint.
@@ -176,6 +211,7 @@ mod tests {
             max_records: 2,
             max_bytes: 100,
             interval: Duration::from_secs(1),
+            max_total_bytes: u64::MAX,
         };
         let mut b = Batches::default();
         b.push(t("a"), rec(), &p0(), 1, 10, now);
@@ -188,6 +224,38 @@ mod tests {
             .due(&limits, now + Duration::from_secs(2))
             .contains(&t("c")));
         assert_eq!(b.records(), 4);
+    }
+
+    #[test]
+    fn past_the_global_cap_the_largest_batches_go_until_half_the_cap_is_left() {
+        let now = Instant::now();
+        let limits = Limits {
+            max_records: usize::MAX,
+            max_bytes: u64::MAX,
+            interval: Duration::from_secs(3600),
+            max_total_bytes: 1000,
+        };
+        let mut b = Batches::default();
+        // 50 tables, 20 bytes each: 1000, at the cap, nothing goes
+        for n in 0..50 {
+            b.push(t(&format!("t{n:02}")), rec(), &p0(), n, 20, now);
+        }
+        assert_eq!(b.bytes(), 1000);
+        assert!(b.over_cap(&limits).is_empty());
+        // one grows: 1000 + 300; it goes first, then the largest of the rest (by name on a
+        // tie) until 500 or less is left
+        b.push(t("t07"), rec(), &p0(), 50, 300, now);
+        let over = b.over_cap(&limits);
+        assert_eq!(over[0], t("t07"));
+        let left: u64 = b.bytes() - over.iter().map(|t| b.open[t].bytes).sum::<u64>();
+        assert!(left <= 500 && left > 480, "{left}");
+        assert_eq!(over.len(), 1 + 24);
+        assert_eq!(over[1], t("t00"));
+        for table in over {
+            b.take(&table);
+        }
+        assert!(b.bytes() <= 500);
+        assert!(b.over_cap(&limits).is_empty());
     }
 
     #[test]

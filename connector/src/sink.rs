@@ -43,6 +43,7 @@ impl Sink {
             max_records: b.max_records,
             max_bytes: b.max_bytes.0,
             interval: Duration::from_millis(b.interval_ms),
+            max_total_bytes: b.max_total_bytes.0,
         };
         let dead = DeadLetter::open(&config.dead_letters()?, metrics.clone()).await?;
         let mut ledger = Ledger::new(&config.meta.name);
@@ -204,6 +205,15 @@ impl Sink {
                     .push(ident.clone(), *change, p, off, bytes, Instant::now());
                 if self.batches.full(&ident, &self.limits) {
                     self.commit(&ident).await?;
+                }
+                let over = self.batches.over_cap(&self.limits);
+                if !over.is_empty() {
+                    tracing::debug!(
+                        tables = over.len(),
+                        bytes = self.batches.bytes(),
+                        "open batches past max-total-bytes: committing the largest"
+                    );
+                    self.commit_all(&over).await?;
                 }
                 Ok(())
             }

@@ -271,3 +271,126 @@ fn a_ten_megabyte_record_passes_the_engine() {
         .collect();
     assert_eq!(kinds, ["change", "error", "change"]);
 }
+
+/// The `.wasm` and the native build (`smartmodule-engine: native`) emit the same bytes:
+/// every record's key, value and offset, for a batch as the engine sees it.
+fn assert_byte_identical(params: &[(&str, &str)], batch: &[Message], what: &str) {
+    let mut chain = chain(params).unwrap();
+    let wasm = run(&mut chain, batch);
+    let native: Vec<(Option<Vec<u8>>, Vec<u8>, i64)> = native(params, batch)
+        .into_iter()
+        .map(|(i, json)| (batch[i].key.clone(), json, BASE_OFFSET + i as i64))
+        .collect();
+    assert_eq!(wasm.len(), native.len(), "{what}: record counts differ");
+    for (w, n) in wasm.iter().zip(&native) {
+        assert!(
+            w == n,
+            "{what}: at offset {} the .wasm emitted {} and the native build {}",
+            w.2,
+            String::from_utf8_lossy(&w.1),
+            String::from_utf8_lossy(&n.1)
+        );
+    }
+}
+
+#[test]
+fn the_native_build_is_byte_identical_to_the_wasm_on_the_fixtures_and_bad_records() {
+    let batch = mixed_batch();
+    assert_byte_identical(&[], &batch, "default params");
+    assert_byte_identical(
+        &[
+            ("key_columns", "public.events:event_id"),
+            ("operations", "c,u,d,r,m"),
+            ("on_error", "drop"),
+        ],
+        &batch,
+        "every op, errors dropped",
+    );
+}
+
+#[test]
+fn the_native_build_is_byte_identical_to_the_wasm_on_generated_streams() {
+    use testkit::stream::{write_stream, Shape, Spec};
+    for (shape, wrapper, two_column_key) in [
+        (Shape::Products, true, false),
+        (Shape::Items, true, true),
+        (Shape::Wide, false, false),
+    ] {
+        let spec = Spec {
+            events: 3_000,
+            keys: 400,
+            shape,
+            wrapper,
+            two_column_key,
+            bad_every: Some(101),
+            ..Spec::default()
+        };
+        let mut batch = Vec::new();
+        write_stream(&spec, |_, key, value| {
+            batch.push(Message {
+                name: String::new(),
+                key: Some(key.to_vec()),
+                value: value.unwrap_or_default().to_vec(),
+            });
+            Ok(())
+        })
+        .unwrap();
+        // one instance and one native transformer over the whole stream, chunk by chunk
+        let mut chain = chain(&[]).unwrap();
+        let mut transformer = Transformer::new(Settings::default());
+        for (n, chunk) in batch.chunks(1_000).enumerate() {
+            let wasm = run(&mut chain, chunk);
+            let native: Vec<(Option<Vec<u8>>, Vec<u8>, i64)> = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| {
+                    let offset = BASE_OFFSET + i as i64;
+                    transformer
+                        .process_to_json(m.key.as_deref(), &m.value, Some(offset))
+                        .map(|json| (m.key.clone(), json, offset))
+                })
+                .collect();
+            assert!(wasm == native, "{shape:?}, chunk {n}: the builds differ");
+        }
+    }
+}
+
+proptest::proptest! {
+    /// Random byte mutations of the fixtures (flips, cuts, insertions): whatever the bytes,
+    /// the two builds agree on them byte for byte, errors included.
+    #[test]
+    fn the_native_build_is_byte_identical_to_the_wasm_on_mutated_messages(
+        pick in 0usize..64,
+        edits in proptest::collection::vec((0usize..4096, 0u8..=255, 0u8..3), 1..6),
+    ) {
+        let names = fixture_names().unwrap();
+        let mut m = fixture(&names[pick % names.len()]).unwrap();
+        for (at, byte, kind) in edits {
+            let at = at % (m.value.len() + 1);
+            match kind {
+                0 if at < m.value.len() => m.value[at] = byte,
+                1 => m.value.insert(at, byte),
+                _ => m.value.truncate(at),
+            }
+        }
+        BOTH.with(|both| {
+            let (chain, transformer) = &mut *both.borrow_mut();
+            let wasm = run(chain, std::slice::from_ref(&m));
+            let native: Vec<(Option<Vec<u8>>, Vec<u8>, i64)> = transformer
+                .process_to_json(m.key.as_deref(), &m.value, Some(BASE_OFFSET))
+                .map(|json| (m.key.clone(), json, BASE_OFFSET))
+                .into_iter()
+                .collect();
+            proptest::prop_assert_eq!(wasm, native);
+            Ok(())
+        })?;
+    }
+}
+
+thread_local! {
+    /// One `.wasm` instance and one native transformer for every case, side by side: the
+    /// only state an output carries from earlier records is the counts of those dropped,
+    /// and both see the same records in the same order.
+    static BOTH: std::cell::RefCell<(SmartModuleChainInstance, Transformer)> =
+        std::cell::RefCell::new((chain(&[]).unwrap(), Transformer::new(Settings::default())));
+}

@@ -66,6 +66,20 @@ pub struct IcebergSection {
     /// by the name in `uses`.
     #[serde(default)]
     pub smartmodules: BTreeMap<String, PathBuf>,
+    /// How the connector runs the debezium-cdc SmartModule itself (file and Kafka sources):
+    /// its `.wasm` in Fluvio's engine (default), or its code compiled in.
+    #[serde(default)]
+    pub smartmodule_engine: SmartModuleEngine,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmartModuleEngine {
+    #[default]
+    Wasm,
+    /// The SmartModule's own Rust code in-process: byte-identical output, without
+    /// WebAssembly; only for the debezium-cdc SmartModule as the one transform.
+    Native,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -234,6 +248,21 @@ impl ConnectorConfig {
             }
         }
         source.validate(&self.consumer_group())?;
+        if self.iceberg.smartmodule_engine == SmartModuleEngine::Native {
+            if source.kind == SourceKind::Fluvio {
+                bail!(
+                    "smartmodule-engine: native is for the file and kafka sources (with fluvio, the SPU runs the transforms)"
+                );
+            }
+            let ours = self.transforms.len() == 1
+                && self.transforms[0].uses == crate::transform::SMARTMODULE_NAME;
+            if !ours {
+                bail!(
+                    "smartmodule-engine: native runs {} alone: the transforms list other SmartModules",
+                    crate::transform::SMARTMODULE_NAME
+                );
+            }
+        }
         self.iceberg.tables.validate()?;
         self.iceberg.batch.validate()?;
         self.iceberg.retries.validate()?;
@@ -778,6 +807,7 @@ iceberg:
             "maintenance",
             "metrics",
             "smartmodules",
+            "smartmodule-engine",
         ] {
             assert!(
                 described.contains(&key),

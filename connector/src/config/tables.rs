@@ -104,8 +104,14 @@ impl TablesSection {
 
 impl BatchSection {
     pub(super) fn validate(&self) -> Result<()> {
-        if self.max_records == 0 || self.max_bytes.0 == 0 || self.interval_ms == 0 {
-            bail!("iceberg.batch: max-records, max-bytes and interval-ms must be above zero");
+        if self.max_records == 0
+            || self.max_bytes.0 == 0
+            || self.interval_ms == 0
+            || self.max_total_bytes.0 == 0
+        {
+            bail!(
+                "iceberg.batch: max-records, max-bytes, interval-ms and max-total-bytes must be above zero"
+            );
         }
         Ok(())
     }
@@ -173,6 +179,10 @@ pub struct BatchSection {
     /// The commit interval.
     #[serde(default = "default_interval_ms")]
     pub interval_ms: u64,
+    /// What all open batches may hold together (the records' input bytes): past it, the
+    /// largest batches are committed early, however many tables are open.
+    #[serde(default = "default_max_total_bytes")]
+    pub max_total_bytes: ByteSize,
 }
 
 fn default_max_records() -> usize {
@@ -184,6 +194,9 @@ fn default_max_bytes() -> ByteSize {
 fn default_interval_ms() -> u64 {
     1000
 }
+fn default_max_total_bytes() -> ByteSize {
+    ByteSize(256 << 20)
+}
 
 impl Default for BatchSection {
     fn default() -> Self {
@@ -191,6 +204,7 @@ impl Default for BatchSection {
             max_records: default_max_records(),
             max_bytes: default_max_bytes(),
             interval_ms: default_interval_ms(),
+            max_total_bytes: default_max_total_bytes(),
         }
     }
 }
