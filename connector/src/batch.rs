@@ -48,6 +48,9 @@ pub struct Batches {
     /// Per paused table, the first offset per partition it has not applied: nothing at or
     /// after it counts as durable while the table is paused.
     held: HashMap<TableIdent, BTreeMap<Partition, i64>>,
+    /// The bytes of every open batch together (kept as records come and batches go: the
+    /// global cap is checked on every record).
+    total: u64,
 }
 
 impl Batches {
@@ -67,6 +70,7 @@ impl Batches {
         batch.records.push(record);
         batch.positions.push((partition.clone(), offset));
         batch.bytes += bytes;
+        self.total += bytes;
         let span = batch
             .span
             .entry(partition.clone())
@@ -117,7 +121,9 @@ impl Batches {
     }
 
     pub fn take(&mut self, table: &TableIdent) -> Option<OpenBatch> {
-        self.open.remove(table)
+        let batch = self.open.remove(table)?;
+        self.total -= batch.bytes;
+        Some(batch)
     }
 
     pub fn records(&self) -> usize {
@@ -126,7 +132,7 @@ impl Batches {
 
     /// The bytes every open batch holds, together.
     pub fn bytes(&self) -> u64 {
-        self.open.values().map(|b| b.bytes).sum()
+        self.total
     }
 
     /// When the open batches hold more than the global cap: the largest of them, largest
@@ -134,7 +140,7 @@ impl Batches {
     /// tables filling at once do not commit one batch per record once at the cap). Empty
     /// under the cap.
     pub fn over_cap(&self, limits: &Limits) -> Vec<TableIdent> {
-        let mut total = self.bytes();
+        let mut total = self.total;
         if total <= limits.max_total_bytes {
             return Vec::new();
         }
@@ -255,7 +261,11 @@ mod tests {
             b.take(&table);
         }
         assert!(b.bytes() <= 500);
+        assert_eq!(b.bytes(), b.open.values().map(|o| o.bytes).sum::<u64>());
         assert!(b.over_cap(&limits).is_empty());
+        // a table taken that has no batch changes nothing
+        assert!(b.take(&t("t07")).is_none());
+        assert_eq!(b.bytes(), left);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::source::file::{FileSource, LineFormat};
 use crate::source::{Chunks, Partition, Revocation, SourceRecord};
 use anyhow::{anyhow, bail, Context, Result};
 use debezium_cdc::params::Settings;
-use debezium_cdc::record::CdcRecord;
+use debezium_cdc::record::{CdcRecord, Column};
 use debezium_cdc::Transformer;
 use fluvio_smartengine::{
     SmartEngine, SmartModuleChainBuilder, SmartModuleChainInstance, SmartModuleConfig,
@@ -26,7 +26,7 @@ use fluvio_smartengine::{
 };
 use fluvio_smartmodule::dataplane::smartmodule::SmartModuleInput;
 use fluvio_smartmodule::Record;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -326,17 +326,20 @@ pub fn spawn(
         let jobs = Arc::clone(&job_rx);
         std::thread::Builder::new()
             .name(format!("transform-{n}"))
-            .spawn(move || loop {
-                // one worker waits for a job at a time; a poisoned lock means another
-                // worker panicked, and the stage is over
-                let job = match jobs.lock() {
-                    Ok(jobs) => jobs.recv(),
-                    Err(_) => return,
-                };
-                let Ok((chunk, done)) = job else {
-                    return;
-                };
-                let _ = done.send(transform(chain.as_mut(), chunk));
+            .spawn(move || {
+                let mut columns = SharedColumns::default();
+                loop {
+                    // one worker waits for a job at a time; a poisoned lock means another
+                    // worker panicked, and the stage is over
+                    let job = match jobs.lock() {
+                        Ok(jobs) => jobs.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((chunk, done)) = job else {
+                        return;
+                    };
+                    let _ = done.send(transform(chain.as_mut(), &mut columns, chunk));
+                }
             })
             .context("starting a transform worker")?;
     }
@@ -408,7 +411,41 @@ enum Next {
     Revoked(Revocation),
 }
 
-fn transform(chain: Option<&mut Chain>, chunk: Vec<SourceRecord>) -> Result<Arrival> {
+/// The column lists of the records one worker decoded, one copy per distinct list: every
+/// record of a schema holds the same list, not one of its own (an open batch holds tens of
+/// thousands of records; `products`' list is ~1.3 KB decoded).
+#[derive(Default)]
+struct SharedColumns(HashSet<Arc<Vec<Column>>>);
+
+impl SharedColumns {
+    /// Distinct lists kept at most; past it the set starts again (a stream of ever new
+    /// schemas then shares nothing, which costs memory, not correctness).
+    const MAX: usize = 1024;
+
+    fn share(&mut self, record: &mut CdcRecord) {
+        let CdcRecord::Change(change) = record else {
+            return;
+        };
+        let Some(columns) = change.columns.as_mut() else {
+            return;
+        };
+        match self.0.get(columns) {
+            Some(known) => *columns = Arc::clone(known),
+            None => {
+                if self.0.len() >= Self::MAX {
+                    self.0.clear();
+                }
+                self.0.insert(Arc::clone(columns));
+            }
+        }
+    }
+}
+
+fn transform(
+    chain: Option<&mut Chain>,
+    columns: &mut SharedColumns,
+    chunk: Vec<SourceRecord>,
+) -> Result<Arrival> {
     let (partition, last) = match chunk.last() {
         Some(r) => (r.partition.clone(), r.offset),
         None => bail!("the source handed over an empty chunk"),
@@ -425,7 +462,12 @@ fn transform(chain: Option<&mut Chain>, chunk: Vec<SourceRecord>) -> Result<Arri
         .into_iter()
         .map(|r| Decoded {
             offset: r.offset,
-            record: serde_json::from_slice(&r.value).map_err(|e| format!("not a CDC record: {e}")),
+            record: serde_json::from_slice(&r.value)
+                .map(|mut record| {
+                    columns.share(&mut record);
+                    record
+                })
+                .map_err(|e| format!("not a CDC record: {e}")),
             value: r.value,
         })
         .collect();
@@ -502,4 +544,41 @@ pub fn run_command(
         summary.join(", ")
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(columns: &str) -> CdcRecord {
+        let text = format!(
+            r#"{{"kind":"change","v":1,"op":"c","source":{{"table":"t"}},"key":{{"id":1}},
+            "after":{{"id":1}},"position":{{}},"columns":{columns}}}"#
+        );
+        serde_json::from_str(&text).expect("a CDC record")
+    }
+
+    fn columns_of(record: &CdcRecord) -> Arc<Vec<Column>> {
+        match record {
+            CdcRecord::Change(c) => c.columns.clone().expect("columns"),
+            CdcRecord::Error(_) => panic!("not a change"),
+        }
+    }
+
+    #[test]
+    fn records_of_one_schema_share_one_column_list() {
+        let one = r#"[{"name":"id","type":"long","optional":false}]"#;
+        let two = r#"[{"name":"id","type":"int","optional":false}]"#;
+        let mut shared = SharedColumns::default();
+        let mut records = vec![change(one), change(two), change(one), change(two)];
+        for r in &mut records {
+            shared.share(r);
+        }
+        let lists: Vec<_> = records.iter().map(columns_of).collect();
+        assert!(Arc::ptr_eq(&lists[0], &lists[2]));
+        assert!(Arc::ptr_eq(&lists[1], &lists[3]));
+        assert!(!Arc::ptr_eq(&lists[0], &lists[1]));
+        assert_eq!(lists[0][0].ty, debezium_cdc::record::ColumnType::Long);
+        assert_eq!(lists[1][0].ty, debezium_cdc::record::ColumnType::Int);
+    }
 }

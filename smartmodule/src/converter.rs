@@ -106,12 +106,12 @@ pub struct KnownSchema {
 #[derive(Debug)]
 pub struct RowSchema {
     pub schema: ConnectSchema,
-    pub columns: Result<Vec<Column>, String>,
+    pub columns: Result<Arc<Vec<Column>>, String>,
 }
 
 impl RowSchema {
     pub fn new(schema: ConnectSchema) -> RowSchema {
-        let columns = schema.columns().map_err(|e| e.to_string());
+        let columns = schema.columns().map(Arc::new).map_err(|e| e.to_string());
         RowSchema { schema, columns }
     }
 }

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Version of the record contract, carried in every record as `v`.
 pub const CONTRACT_VERSION: u32 = 1;
@@ -90,9 +91,10 @@ pub struct ChangeRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unchanged: Vec<String>,
     pub position: Position,
-    /// Column types, in table order, when the event carried a schema.
+    /// Column types, in table order, when the event carried a schema. Shared: the records
+    /// of one schema hold one list (the sink holds many records at a time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub columns: Option<Vec<Column>>,
+    pub columns: Option<Arc<Vec<Column>>>,
     /// The logical decoding message of an `m` event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<LogicalMessage>,
@@ -171,7 +173,7 @@ pub struct LogicalMessage {
 }
 
 /// A column of the source table and its type.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Column {
     pub name: String,
     #[serde(flatten)]
@@ -184,7 +186,7 @@ pub struct Column {
 
 /// A column type in terms an Iceberg table can take without guessing. Values in the row
 /// images are normalized to match (see the README for each type's JSON form).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ColumnType {
     Boolean,
@@ -230,7 +232,7 @@ pub enum ColumnType {
 }
 
 /// The type of a list element or map entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ElementType {
     #[serde(flatten)]
     pub ty: ColumnType,

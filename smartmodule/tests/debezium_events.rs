@@ -146,8 +146,8 @@ fn logical_types_are_normalized_and_typed() {
     let types: Vec<(String, ColumnType)> = c
         .columns
         .unwrap()
-        .into_iter()
-        .map(|c| (c.name, c.ty))
+        .iter()
+        .map(|c| (c.name.clone(), c.ty.clone()))
         .collect();
     let expect = |name: &str| types.iter().find(|(n, _)| n == name).unwrap().1.clone();
     assert_eq!(expect("id"), ColumnType::Long);
@@ -332,7 +332,7 @@ fn flattened_records() {
     let after = u.after.unwrap();
     assert!(after.keys().all(|k| !k.starts_with("__")));
     assert_eq!(after["id"], json!(3));
-    let names: Vec<_> = u.columns.unwrap().into_iter().map(|c| c.name).collect();
+    let names: Vec<_> = u.columns.unwrap().iter().map(|c| c.name.clone()).collect();
     assert_eq!(names, ["id", "first_name", "last_name", "email"]);
     let d = change(&mut t, "flattened-delete");
     assert_eq!((d.op, d.key), (Op::Delete, obj(json!({"id": 3}))));

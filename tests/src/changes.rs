@@ -81,7 +81,7 @@ pub fn change(op: Op, id: i64, lsn: u64, after: Option<Map<String, Value>>) -> C
             ts_ms: Some(1_700_000_000_000 + lsn as i64),
             ..Position::default()
         },
-        columns: Some(columns()),
+        columns: Some(std::sync::Arc::new(columns())),
         message: None,
         dropped: Default::default(),
     }

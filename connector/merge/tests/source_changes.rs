@@ -48,7 +48,7 @@ fn record(
             ts_ms: Some(1_700_000_000_000),
             ..Position::default()
         },
-        columns: Some(columns.to_vec()),
+        columns: Some(std::sync::Arc::new(columns.to_vec())),
         message: None,
         dropped: Default::default(),
     }

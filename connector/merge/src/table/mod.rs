@@ -30,6 +30,7 @@ use iceberg::{TableCreation, TableIdent};
 use key_index::{KeyColumns, KeyIndex};
 use reconcile::{Evolved, SchemaChanges};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// How tables are laid out and written.
 #[derive(Debug, Clone)]
@@ -95,7 +96,7 @@ pub struct CdcTable {
     keys: KeyColumns,
     /// The last column list and key columns records were checked with, and what they make
     /// of the current schema: most records carry the same ones as the record before.
-    last_columns: Option<(Vec<Column>, Vec<String>, Option<Evolved>)>,
+    last_columns: Option<LastColumns>,
     index: KeyIndex,
     /// Live data files; the key index refers to them by position here.
     files: Vec<Option<DataFile>>,
@@ -132,7 +133,7 @@ impl CdcTable {
             )));
         }
         let columns = match &first.columns {
-            Some(c) => c.clone(),
+            Some(c) => c.to_vec(),
             None => {
                 let image = first.after.as_ref().or(first.before.as_ref());
                 let names: Vec<String> = image
@@ -268,9 +269,18 @@ impl CdcTable {
     }
 }
 
+/// The column list of the last record [`CdcTable::check`]ed, its key columns, and what it
+/// asked of the schema: the next record of the same list and key asks the same.
+#[derive(Debug)]
+struct LastColumns {
+    columns: Arc<Vec<Column>>,
+    key: Vec<String>,
+    evolved: Option<Evolved>,
+}
+
 fn arrow_schema_of(schema: &Schema) -> Result<arrow_schema::SchemaRef, MergeError> {
     iceberg::arrow::schema_to_arrow_schema(schema)
-        .map(std::sync::Arc::new)
+        .map(Arc::new)
         .map_err(MergeError::schema_from("the table schema in Arrow"))
 }
 

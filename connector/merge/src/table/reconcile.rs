@@ -14,7 +14,7 @@
 //! The table's side: [`CdcTable::check`] admits a record (or says whose fault it is that it
 //! cannot be written), and the schema a batch is written with is folded over its records.
 
-use super::{arrow_schema_of, CdcTable};
+use super::{arrow_schema_of, CdcTable, LastColumns};
 use crate::schema::{iceberg_type, MetadataColumns, TimeColumns};
 use crate::table::plan::{Action, KeyChange};
 use crate::MergeError;
@@ -367,9 +367,9 @@ impl CdcTable {
 
     /// What the current schema must become for `record` (`None`: it takes it as it is).
     fn evolution(&mut self, record: &ChangeRecord) -> Result<Option<Evolved>, MergeError> {
-        if let (Some((seen, key, evolved)), Some(columns)) = (&self.last_columns, &record.columns) {
-            if seen == columns && key.iter().eq(record.key.keys()) {
-                return Ok(evolved.clone());
+        if let (Some(last), Some(columns)) = (&self.last_columns, &record.columns) {
+            if last.columns == *columns && last.key.iter().eq(record.key.keys()) {
+                return Ok(last.evolved.clone());
             }
         }
         let metadata = self.table.metadata();
@@ -396,7 +396,11 @@ impl CdcTable {
         };
         if let Some(columns) = &record.columns {
             let key = record.key.keys().cloned().collect();
-            self.last_columns = Some((columns.clone(), key, evolved.clone()));
+            self.last_columns = Some(LastColumns {
+                columns: Arc::clone(columns),
+                key,
+                evolved: evolved.clone(),
+            });
         }
         Ok(evolved)
     }
@@ -419,7 +423,7 @@ impl CdcTable {
         let table = self.table.identifier();
         let incompatible = |e: Incompatible| MergeError::schema(format!("{table}: {e}"));
         let mut schema: Option<Schema> = None;
-        let mut seen: Option<&Vec<Column>> = None;
+        let mut seen: Option<&Arc<Vec<Column>>> = None;
         for r in records {
             if matches!(r.op, Op::Truncate | Op::Message) {
                 continue;
