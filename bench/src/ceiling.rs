@@ -78,7 +78,7 @@ async fn append(
             op: c.op.code(),
             lsn: c.position.lsn.and_then(|l| i64::try_from(l).ok()),
             source_ts_us: c.position.ts_ms.map(|ms| ms.saturating_mul(1000)),
-            values: c.after.unwrap_or_default(),
+            values: std::borrow::Cow::Owned(c.after.unwrap_or_default()),
         })
         .collect();
     let refs: Vec<&Row> = rows.iter().collect();

@@ -27,6 +27,12 @@ use source::file::LineFormat;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// mimalloc rather than glibc's malloc: the batches, the key index and the transform workers
+/// allocate from several threads, and glibc's per-thread arenas held ~120 MB more resident
+/// (BENCHMARKS.md, the memory soak).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "Debezium change streams into Apache Iceberg tables")]
 struct Cli {

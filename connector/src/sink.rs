@@ -202,7 +202,7 @@ impl Sink {
                 self.metrics.change(&ident.to_string(), change.op);
                 let bytes = record.value.len() as u64;
                 self.batches
-                    .push(ident.clone(), *change, p, off, bytes, Instant::now());
+                    .push(ident.clone(), change, p, off, bytes, Instant::now());
                 if self.batches.full(&ident, &self.limits) {
                     self.commit(&ident).await?;
                 }

@@ -118,6 +118,10 @@ enum Engine {
 /// the same speed.
 const RENEW_AFTER_BYTES: usize = 64 << 20;
 
+/// Records per call into the `.wasm`: the instance's memory grows to what one call needs
+/// (the input, its decoded records, the output and its encoding) and stays there.
+const RECORDS_PER_CALL: usize = 500;
+
 impl Chain {
     /// Loads and initializes every step; a module that refuses its params fails here.
     pub fn new(steps: &[Step], metrics: Metrics) -> Result<Chain> {
@@ -168,7 +172,7 @@ impl Chain {
     /// Runs a batch (of one partition) through the chain. Output records keep the offset of
     /// the input record they came from.
     pub fn apply(&mut self, batch: &[SourceRecord]) -> Result<Vec<SourceRecord>> {
-        let Some((partition, base)) = batch.first().map(|r| (r.partition.clone(), r.offset)) else {
+        let Some(partition) = batch.first().map(|r| r.partition.clone()) else {
             return Ok(Vec::new());
         };
         let started = std::time::Instant::now();
@@ -203,51 +207,67 @@ impl Chain {
                 fed,
             } => (steps, instance, fed),
         };
-        if *fed > RENEW_AFTER_BYTES {
-            *instance = Chain::instantiate(steps)?;
-            *fed = 0;
-            self.metrics.renewed();
+        let mut out = Vec::with_capacity(batch.len());
+        for call in batch.chunks(RECORDS_PER_CALL) {
+            if *fed > RENEW_AFTER_BYTES {
+                *instance = Chain::instantiate(steps)?;
+                *fed = 0;
+                self.metrics.renewed();
+            }
+            *fed += bytes_of(call);
+            out.extend(wasm_call(instance, &partition, call)?);
         }
-        *fed += bytes;
-        let records: Vec<Record> = batch
-            .iter()
-            .map(|r| {
-                let mut rec = match &r.key {
-                    Some(k) => Record::new_key_value(k.clone(), r.value.clone()),
-                    None => Record::new(r.value.clone()),
-                };
-                rec.preamble.set_offset_delta(r.offset - base);
-                rec
-            })
-            .collect();
-        let mut input = SmartModuleInput::try_from_records(records, DEFAULT_SMARTENGINE_VERSION)
-            .context("encoding the SmartModule input")?;
-        input.set_base_offset(base);
-        let output = instance
-            .process(input)
-            .context("running the SmartModule chain")?;
-        if let Some(err) = output.error {
-            bail!(
-                "a SmartModule failed at offset {}: {}",
-                err.offset,
-                err.hint
-            );
-        }
-        let out: Vec<SourceRecord> = output
-            .successes
-            .into_iter()
-            .map(|r| SourceRecord {
-                partition: partition.clone(),
-                offset: base + r.preamble.offset_delta(),
-                key: r.key().map(|k| k.as_ref().to_vec()),
-                value: r.value().as_ref().to_vec(),
-                defect: None,
-            })
-            .collect();
         self.metrics
             .transformed(bytes, out.len(), started.elapsed());
         Ok(out)
     }
+}
+
+/// One call into the `.wasm` chain: `call`'s records in, the outputs with the offsets of
+/// the records they came from.
+fn wasm_call(
+    instance: &mut SmartModuleChainInstance,
+    partition: &Partition,
+    call: &[SourceRecord],
+) -> Result<Vec<SourceRecord>> {
+    let Some(base) = call.first().map(|r| r.offset) else {
+        return Ok(Vec::new());
+    };
+    let records: Vec<Record> = call
+        .iter()
+        .map(|r| {
+            let mut rec = match &r.key {
+                Some(k) => Record::new_key_value(k.clone(), r.value.clone()),
+                None => Record::new(r.value.clone()),
+            };
+            rec.preamble.set_offset_delta(r.offset - base);
+            rec
+        })
+        .collect();
+    let mut input = SmartModuleInput::try_from_records(records, DEFAULT_SMARTENGINE_VERSION)
+        .context("encoding the SmartModule input")?;
+    input.set_base_offset(base);
+    let output = instance
+        .process(input)
+        .context("running the SmartModule chain")?;
+    if let Some(err) = output.error {
+        bail!(
+            "a SmartModule failed at offset {}: {}",
+            err.offset,
+            err.hint
+        );
+    }
+    Ok(output
+        .successes
+        .into_iter()
+        .map(|r| SourceRecord {
+            partition: partition.clone(),
+            offset: base + r.preamble.offset_delta(),
+            key: r.key().map(|k| k.as_ref().to_vec()),
+            value: r.value().as_ref().to_vec(),
+            defect: None,
+        })
+        .collect())
 }
 
 /// Bytes of a chunk's keys and values.
@@ -580,5 +600,52 @@ mod tests {
         assert!(!Arc::ptr_eq(&lists[0], &lists[1]));
         assert_eq!(lists[0][0].ty, debezium_cdc::record::ColumnType::Long);
         assert_eq!(lists[1][0].ty, debezium_cdc::record::ColumnType::Int);
+    }
+
+    #[test]
+    fn a_chunk_of_several_wasm_calls_equals_the_native_pass() {
+        // with bad messages among them, so some inputs give no output and others an error
+        let spec = testkit::stream::Spec {
+            events: RECORDS_PER_CALL * 2 + 137,
+            keys: 300,
+            bad_every: Some(97),
+            ..Default::default()
+        };
+        let partition = Partition::fluvio(0);
+        let chunk: Vec<SourceRecord> = testkit::stream::generate(&spec)
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(i, line)| {
+                let (key, value) = line.split_once('\t').unwrap_or(("", line));
+                SourceRecord {
+                    partition: partition.clone(),
+                    offset: 1000 + i as i64,
+                    key: (!key.is_empty()).then(|| key.as_bytes().to_vec()),
+                    value: value.as_bytes().to_vec(),
+                    defect: None,
+                }
+            })
+            .collect();
+        assert!(chunk.len() > 2 * RECORDS_PER_CALL);
+        let step = Step {
+            name: SMARTMODULE_NAME.into(),
+            wasm: testkit::wasm_path(),
+            params: BTreeMap::new(),
+        };
+        let wasm = Chain::new(std::slice::from_ref(&step), Metrics::new())
+            .expect("the .wasm (smartmodule/build-wasm.sh)")
+            .apply(&chunk)
+            .expect("the .wasm chain");
+        let native = Chain::native(&step, Metrics::new())
+            .expect("the native engine")
+            .apply(&chunk)
+            .expect("the native chain");
+        let view = |out: &[SourceRecord]| -> Vec<(i64, Vec<u8>)> {
+            out.iter().map(|r| (r.offset, r.value.clone())).collect()
+        };
+        assert!(wasm.len() > 2 * RECORDS_PER_CALL);
+        assert_eq!(view(&wasm), view(&native));
+        assert!(wasm.windows(2).all(|w| w[0].offset < w[1].offset));
     }
 }

@@ -83,7 +83,7 @@ impl DataWriter<'_> {
     /// Writes `rows` into new data files, grouped by partition.
     pub async fn write(
         &self,
-        rows: &[&Row],
+        rows: &[&Row<'_>],
         processed_at_us: i64,
     ) -> Result<Vec<Written>, MergeError> {
         if rows.is_empty() {

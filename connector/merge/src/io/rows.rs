@@ -16,12 +16,14 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, SchemaRef, TimeUnit};
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime};
 use serde_json::{Map, Value};
+use std::borrow::{Borrow, Cow};
 use std::sync::Arc;
 
-/// One row to write: the source columns, and what the CDC metadata columns get.
+/// One row to write: the source columns (borrowed from the change that carries them, unless
+/// the row was completed from elsewhere), and what the CDC metadata columns get.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    pub values: Map<String, Value>,
+pub struct Row<'a> {
+    pub values: Cow<'a, Map<String, Value>>,
     pub op: char,
     pub lsn: Option<i64>,
     /// Microseconds since the epoch.
@@ -78,9 +80,9 @@ fn column(
         LEGACY_YEAR_COLUMN if legacy => Ok(constant(processed.year())),
         LEGACY_MONTH_COLUMN if legacy => Ok(constant(processed.month() as i32)),
         _ => {
-            let values: Vec<Value> = rows
+            let values: Vec<&Value> = rows
                 .iter()
-                .map(|r| r.values.get(name).cloned().unwrap_or(Value::Null))
+                .map(|r| r.values.get(name).unwrap_or(&Value::Null))
                 .collect();
             array(name, field.data_type(), &values)
         }
@@ -101,7 +103,7 @@ fn bad(column: &str, value: &Value, expected: &str) -> MergeError {
 macro_rules! build {
     ($builder:expr, $values:expr, |$v:ident| $convert:expr) => {{
         let mut b = $builder;
-        for $v in $values {
+        for $v in $values.iter().map(Borrow::<Value>::borrow) {
             if $v.is_null() {
                 b.append_null();
             } else {
@@ -113,7 +115,11 @@ macro_rules! build {
 }
 
 /// One column's values into an array of `data_type`.
-pub fn array(name: &str, data_type: &DataType, values: &[Value]) -> Result<ArrayRef, MergeError> {
+pub fn array<V: Borrow<Value>>(
+    name: &str,
+    data_type: &DataType,
+    values: &[V],
+) -> Result<ArrayRef, MergeError> {
     let n = values.len();
     Ok(match data_type {
         DataType::Boolean => build!(BooleanBuilder::with_capacity(n), values, |v| v
@@ -143,7 +149,7 @@ pub fn array(name: &str, data_type: &DataType, values: &[Value]) -> Result<Array
         }
         DataType::FixedSizeBinary(16) => {
             let mut b = FixedSizeBinaryBuilder::with_capacity(n, 16);
-            for v in values {
+            for v in values.iter().map(Borrow::<Value>::borrow) {
                 if v.is_null() {
                     b.append_null();
                 } else {

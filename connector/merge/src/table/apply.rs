@@ -14,6 +14,7 @@ use crate::table::tombstones::{self, Tombstone, TOMBSTONES_KEY};
 use crate::MergeError;
 use debezium_cdc::record::ChangeRecord;
 use iceberg::spec::{DataFile, Struct};
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ impl CdcTable {
     /// long, one file of every tombstone in force.
     async fn tombstone_files(
         &self,
-        plan: &Plan,
+        plan: &Plan<'_>,
         now: u32,
     ) -> Result<(Vec<String>, Option<String>), MergeError> {
         let deleted: Vec<Tombstone> = plan
@@ -69,10 +70,10 @@ impl CdcTable {
         Ok((vec![path.clone()], Some(path)))
     }
 
-    pub(super) async fn try_apply(
+    pub(super) async fn try_apply<R: Borrow<ChangeRecord>>(
         &mut self,
         catalog: &Catalog,
-        records: &[ChangeRecord],
+        records: &[R],
         mut properties: HashMap<String, String>,
     ) -> Result<Option<Applied>, MergeError> {
         let mut plan = plan(records, &self.keys, |k| self.index.get(k).map(|l| l.lsn))?;
@@ -125,15 +126,15 @@ impl CdcTable {
         // batch touches a thousand data files)
         let mut by_partition: HashMap<Struct, Vec<(String, Vec<u32>)>> = HashMap::new();
         for (file_id, positions) in deletes {
-            let Some(Some(data_file)) = self.files.get(file_id as usize) else {
+            let Some(data_file) = self.files.get(file_id) else {
                 return Err(MergeError::commit(format!(
                     "key index points at unknown file {file_id}"
                 )));
             };
             by_partition
-                .entry(data_file.partition().clone())
+                .entry(data_file.partition.clone())
                 .or_default()
-                .push((data_file.file_path().to_owned(), positions));
+                .push((data_file.path.clone(), positions));
         }
         let mut delete_files = Vec::new();
         for (partition, mut targets) in by_partition {
@@ -189,7 +190,6 @@ impl CdcTable {
         if plan.truncate {
             self.index.clear();
             self.files.clear();
-            self.file_ids.clear();
         }
         for change in &plan.changes {
             if change.action == Action::Delete {
@@ -201,8 +201,8 @@ impl CdcTable {
                 }
             }
         }
-        for w in written {
-            let id = self.register(w.file);
+        for w in &written {
+            let id = self.register(&w.file);
             for (pos, &row) in w.rows.iter().enumerate() {
                 let lsn = rows[row].lsn.unwrap_or(i64::MIN);
                 self.index.insert(
@@ -218,13 +218,14 @@ impl CdcTable {
         if consolidated {
             self.index.forget_tombstones_before(self.tombstone_cutoff());
         }
+        self.sweep_files();
         Ok(Some(applied))
     }
 
     /// Fills unchanged-TOAST columns from the stored rows.
     async fn carry_unchanged(
         &self,
-        changes: &mut [KeyChange],
+        changes: &mut [KeyChange<'_>],
         truncated: bool,
     ) -> Result<(), MergeError> {
         // (file, pos) -> (change index, columns)
@@ -255,11 +256,11 @@ impl CdcTable {
         let names: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
         let projected = Arc::new(arrow_schema::Schema::new(fields));
         for (file_id, mut targets) in wanted {
-            let Some(Some(file)) = self.files.get(file_id as usize) else {
+            let Some(file) = self.files.get(file_id) else {
                 continue;
             };
             targets.sort_unstable();
-            let batches = read_rows(self.table.file_io(), file.file_path(), &projected).await?;
+            let batches = read_rows(self.table.file_io(), &file.path, &projected).await?;
             let mut base = 0u32;
             let mut t = 0;
             for batch in batches {
@@ -271,6 +272,7 @@ impl CdcTable {
                         for col in carry.drain(..) {
                             if let Some(c) = names.iter().position(|n| *n == col) {
                                 r.values
+                                    .to_mut()
                                     .insert(col, value_at(batch.column(c).as_ref(), row)?);
                             }
                         }

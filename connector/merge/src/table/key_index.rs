@@ -239,6 +239,17 @@ impl KeyIndex {
         self.bytes.clear();
     }
 
+    /// Which of the files `0..files` hold a live row.
+    pub fn files_in_use(&self, files: usize) -> Vec<bool> {
+        let mut used = vec![false; files];
+        for loc in self.ints.values().chain(self.bytes.values()) {
+            if let Some(u) = used.get_mut(loc.file as usize) {
+                *u = true;
+            }
+        }
+        used
+    }
+
     /// Approximate heap bytes held, for the bytes-per-key figure.
     pub fn heap_bytes(&self) -> usize {
         let slot = std::mem::size_of::<(i64, Location)>() + 1;

@@ -24,11 +24,12 @@ use crate::schema::{
 };
 use crate::MergeError;
 use debezium_cdc::record::{ChangeRecord, Column};
-use iceberg::spec::{DataFile, Schema};
+use iceberg::spec::Schema;
 use iceberg::table::Table;
 use iceberg::{TableCreation, TableIdent};
 use key_index::{KeyColumns, KeyIndex};
 use reconcile::{Evolved, SchemaChanges};
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -98,9 +99,8 @@ pub struct CdcTable {
     /// of the current schema: most records carry the same ones as the record before.
     last_columns: Option<LastColumns>,
     index: KeyIndex,
-    /// Live data files; the key index refers to them by position here.
-    files: Vec<Option<DataFile>>,
-    file_ids: HashMap<String, u32>,
+    /// The data files the key index refers to by number.
+    files: registry::Files,
     options: TableOptions,
 }
 
@@ -183,8 +183,7 @@ impl CdcTable {
             keys,
             last_columns: None,
             index: KeyIndex::default(),
-            files: Vec::new(),
-            file_ids: HashMap::new(),
+            files: registry::Files::default(),
             options,
         })
     }
@@ -208,6 +207,11 @@ impl CdcTable {
         &self.index
     }
 
+    /// Data files the key index may point into (registered and not yet swept).
+    pub fn registered_files(&self) -> usize {
+        self.files.registered()
+    }
+
     pub fn key_columns(&self) -> &KeyColumns {
         &self.keys
     }
@@ -226,10 +230,10 @@ impl CdcTable {
 
     /// Applies a batch (source order) as one snapshot. `properties` go into the snapshot
     /// summary (source offsets, connector id).
-    pub async fn apply(
+    pub async fn apply<R: Borrow<ChangeRecord>>(
         &mut self,
         catalog: &Catalog,
-        records: &[ChangeRecord],
+        records: &[R],
         properties: HashMap<String, String>,
     ) -> Result<Applied, MergeError> {
         self.apply_with(catalog, records, |_| properties.clone())
@@ -239,10 +243,10 @@ impl CdcTable {
     /// [`CdcTable::apply`], with the summary properties made from the table as the commit
     /// finds it (after any reload that a concurrent writer's commit caused): what other
     /// writers recorded can be carried on.
-    pub async fn apply_with(
+    pub async fn apply_with<R: Borrow<ChangeRecord>>(
         &mut self,
         catalog: &Catalog,
-        records: &[ChangeRecord],
+        records: &[R],
         properties: impl Fn(&CdcTable) -> HashMap<String, String>,
     ) -> Result<Applied, MergeError> {
         let mut conflicts = 0;

@@ -1,54 +1,57 @@
 //! A batch of CDC records, in source order, reduced to one final action per primary key:
-//! what `MERGE INTO` would do. Pure: the table is consulted only through `stored_lsn`.
+//! what `MERGE INTO` would do. Pure: the table is consulted only through `stored_lsn`. The
+//! plan borrows the batch's row images (a batch is tens of thousands of rows: a copy of each
+//! would double what a commit holds); only a row that takes unchanged columns from an earlier
+//! change of the batch is a copy.
 
 use crate::io::rows::Row;
 use crate::table::key_index::{Key, KeyColumns};
 use crate::MergeError;
 use debezium_cdc::record::{ChangeRecord, Op};
-use serde_json::{Map, Value};
+use serde_json::Map;
+use std::borrow::{Borrow, Cow};
 use std::collections::HashMap;
 
 /// The final action for one key.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
+pub enum Action<'a> {
     /// Write this row. `carry` lists columns whose value is unchanged and must be taken from
     /// the stored row (unchanged TOAST values not seen earlier in the batch).
     Upsert {
-        row: Row,
+        row: Row<'a>,
         carry: Vec<String>,
     },
     Delete,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct KeyChange {
+pub struct KeyChange<'a> {
     pub key: Key,
-    pub key_values: Map<String, Value>,
-    pub action: Action,
+    pub action: Action<'a>,
     /// LSN of the change that decided the action.
     pub lsn: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Plan {
+pub struct Plan<'a> {
     /// The batch truncates the table before `changes` apply.
     pub truncate: bool,
     /// One entry per key, in the order each key was first seen.
-    pub changes: Vec<KeyChange>,
+    pub changes: Vec<KeyChange<'a>>,
     /// Events skipped because the table already holds a newer change for their key.
     pub stale: u64,
 }
 
 /// Reduces a batch. `keys` encodes each record's key; `stored_lsn` gives the LSN of the row
 /// the table holds for a key.
-pub fn plan(
-    records: &[ChangeRecord],
+pub fn plan<'a, R: Borrow<ChangeRecord>>(
+    records: &'a [R],
     keys: &KeyColumns,
     stored_lsn: impl Fn(&Key) -> Option<i64>,
-) -> Result<Plan, MergeError> {
+) -> Result<Plan<'a>, MergeError> {
     let start = records
         .iter()
-        .rposition(|r| r.op == Op::Truncate)
+        .rposition(|r| r.borrow().op == Op::Truncate)
         .map(|i| i + 1);
     let truncate = start.is_some();
     let mut out = Plan {
@@ -60,6 +63,7 @@ pub fn plan(
     let mut newest: HashMap<Key, i64> = HashMap::new();
 
     for record in &records[start.unwrap_or(0)..] {
+        let record = record.borrow();
         if matches!(record.op, Op::Truncate | Op::Message) {
             continue;
         }
@@ -91,20 +95,22 @@ pub fn plan(
             }
             None => {
                 slots.insert(key.clone(), out.changes.len());
-                out.changes.push(KeyChange {
-                    key,
-                    key_values: record.key.clone(),
-                    action,
-                    lsn,
-                });
+                out.changes.push(KeyChange { key, action, lsn });
             }
         }
     }
     Ok(out)
 }
 
-fn upsert(record: &ChangeRecord, lsn: Option<i64>, previous: Option<&Action>) -> Action {
-    let mut values = record.after.clone().unwrap_or_default();
+fn upsert<'a>(
+    record: &'a ChangeRecord,
+    lsn: Option<i64>,
+    previous: Option<&Action<'a>>,
+) -> Action<'a> {
+    let mut values = match &record.after {
+        Some(after) => Cow::Borrowed(after),
+        None => Cow::Owned(Map::new()),
+    };
     let mut carry = Vec::new();
     for column in &record.unchanged {
         match previous {
@@ -113,7 +119,7 @@ fn upsert(record: &ChangeRecord, lsn: Option<i64>, previous: Option<&Action>) ->
                 carry: earlier,
             }) => {
                 if let Some(v) = row.values.get(column) {
-                    values.insert(column.clone(), v.clone());
+                    values.to_mut().insert(column.clone(), v.clone());
                 } else if earlier.contains(column) {
                     carry.push(column.clone());
                 }
@@ -142,7 +148,7 @@ fn upsert(record: &ChangeRecord, lsn: Option<i64>, previous: Option<&Action>) ->
 mod tests {
     use super::*;
     use debezium_cdc::record::{Position, SourceTable, CONTRACT_VERSION};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn rec(op: Op, id: i64, lsn: u64, after: Value) -> ChangeRecord {
         ChangeRecord {
@@ -177,7 +183,7 @@ mod tests {
         KeyColumns::of(&schema).unwrap()
     }
 
-    fn row_of(p: &Plan, id: i64) -> Option<&Row> {
+    fn row_of<'p>(p: &'p Plan, id: i64) -> Option<&'p Row<'p>> {
         p.changes
             .iter()
             .find(|c| c.key == Key::Int(id))
@@ -199,6 +205,11 @@ mod tests {
         let p = plan(&batch, &ids(), |_| None).unwrap();
         assert!(!p.truncate);
         assert_eq!(p.changes.len(), 3);
+        // a row as the change sent it is the change's own image, not a copy
+        let row = row_of(&p, 1).unwrap();
+        assert!(
+            matches!(&row.values, Cow::Borrowed(m) if std::ptr::eq(*m, batch[2].after.as_ref().unwrap()))
+        );
         assert_eq!(row_of(&p, 1).unwrap().values["v"], json!("c"));
         assert_eq!(row_of(&p, 1).unwrap().lsn, Some(12));
         assert_eq!(row_of(&p, 1).unwrap().source_ts_us, Some(1_000_000));
@@ -218,10 +229,8 @@ mod tests {
         assert!(row_of(&p, 1).is_none());
         assert_eq!(row_of(&p, 2).unwrap().values["v"], json!("new"));
         // equal LSNs apply
-        let p = plan(&[rec(Op::Update, 1, 9, json!({"id":1}))], &ids(), |_| {
-            Some(9)
-        })
-        .unwrap();
+        let equal = [rec(Op::Update, 1, 9, json!({"id":1}))];
+        let p = plan(&equal, &ids(), |_| Some(9)).unwrap();
         assert_eq!(p.stale, 0);
     }
 
@@ -249,15 +258,19 @@ mod tests {
         let mut second = rec(Op::Update, 1, 11, json!({"id":1,"v":"x"}));
         second.unchanged = vec!["doc".into()];
         let first = rec(Op::Create, 1, 10, json!({"id":1,"v":"w","doc":"big"}));
-        let p = plan(&[first, second.clone()], &ids(), |_| None).unwrap();
+        let both = [first, second.clone()];
+        let p = plan(&both, &ids(), |_| None).unwrap();
         match &p.changes[0].action {
             Action::Upsert { row, carry } => {
                 assert_eq!(row.values["doc"], json!("big"));
+                assert_eq!(row.values["v"], json!("x"));
+                assert!(matches!(row.values, Cow::Owned(_)), "completed: a copy");
                 assert!(carry.is_empty());
             }
             other => panic!("{other:?}"),
         }
-        let p = plan(&[second], &ids(), |_| Some(1)).unwrap();
+        let alone = [second];
+        let p = plan(&alone, &ids(), |_| Some(1)).unwrap();
         match &p.changes[0].action {
             Action::Upsert { carry, .. } => assert_eq!(carry, &["doc".to_owned()]),
             other => panic!("{other:?}"),

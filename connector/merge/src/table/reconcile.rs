@@ -20,6 +20,7 @@ use crate::table::plan::{Action, KeyChange};
 use crate::MergeError;
 use debezium_cdc::record::{ChangeRecord, Column, ColumnType, Op};
 use iceberg::spec::{NestedField, NestedFieldRef, PrimitiveType, Schema, Type};
+use std::borrow::Borrow;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -410,9 +411,9 @@ impl CdcTable {
     /// [`CdcTable::check`] let through only records the table takes as it is), and required
     /// columns that a row leaves empty made optional. Folded over the table as the commit
     /// finds it, so a reload after a lost compare-and-swap evolves another writer's schema.
-    pub(super) fn evolve_for(
+    pub(super) fn evolve_for<R: Borrow<ChangeRecord>>(
         &self,
-        records: &[ChangeRecord],
+        records: &[R],
         changes: &[KeyChange],
     ) -> Result<Option<Arc<Schema>>, MergeError> {
         if self.options.schema_changes != SchemaChanges::Evolve {
@@ -425,6 +426,7 @@ impl CdcTable {
         let mut schema: Option<Schema> = None;
         let mut seen: Option<&Arc<Vec<Column>>> = None;
         for r in records {
+            let r = r.borrow();
             if matches!(r.op, Op::Truncate | Op::Message) {
                 continue;
             }
