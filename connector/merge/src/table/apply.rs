@@ -202,7 +202,7 @@ impl CdcTable {
             }
         }
         for w in &written {
-            let id = self.register(&w.file);
+            let id = self.files.register(&w.file);
             for (pos, &row) in w.rows.iter().enumerate() {
                 let lsn = rows[row].lsn.unwrap_or(i64::MIN);
                 self.index.insert(
@@ -218,7 +218,7 @@ impl CdcTable {
         if consolidated {
             self.index.forget_tombstones_before(self.tombstone_cutoff());
         }
-        self.sweep_files();
+        self.files.sweep(&self.index);
         Ok(Some(applied))
     }
 

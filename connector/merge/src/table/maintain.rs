@@ -54,7 +54,11 @@ impl CdcTable {
 
     /// The index after a rewrite committed on the table it was read from.
     fn follow_rewrite(&mut self, rewrite: &Rewrite) {
-        let new_ids: Vec<u32> = rewrite.added.iter().map(|f| self.register(f)).collect();
+        let new_ids: Vec<u32> = rewrite
+            .added
+            .iter()
+            .map(|f| self.files.register(f))
+            .collect();
         let mut moved: HashMap<u32, &compaction::Moves> = HashMap::new();
         for (path, moves) in &rewrite.moves {
             if let Some(id) = self.files.forget(path) {

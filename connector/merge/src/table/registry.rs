@@ -9,7 +9,7 @@ use crate::commit::live_files;
 use crate::io::rows::value_at;
 use crate::io::{read_position_deletes, read_rows};
 use crate::schema::LSN_COLUMN;
-use crate::table::key_index::{Location, TOMBSTONE};
+use crate::table::key_index::{KeyIndex, Location, TOMBSTONE};
 use crate::table::tombstones::{self, TOMBSTONES_KEY};
 use crate::MergeError;
 use arrow_array::Array;
@@ -48,17 +48,12 @@ impl Files {
             path: file.file_path().to_owned(),
             partition: file.partition().clone(),
         };
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.slots[id as usize] = Some(entry);
-                id
-            }
-            None => {
-                self.slots.push(Some(entry));
-                (self.slots.len() - 1) as u32
-            }
-        };
-        self.ids.insert(file.file_path().to_owned(), id);
+        let id = self.free.pop().unwrap_or(self.slots.len() as u32);
+        self.ids.insert(entry.path.clone(), id);
+        match self.slots.get_mut(id as usize) {
+            Some(slot) => *slot = Some(entry),
+            None => self.slots.push(Some(entry)),
+        }
         self.added += 1;
         id
     }
@@ -91,6 +86,14 @@ impl Files {
         self.added >= self.live.max(SWEEP_AFTER)
     }
 
+    /// Forgets the files no entry of `index` is in, once enough new ones have come.
+    pub fn sweep(&mut self, index: &KeyIndex) {
+        if self.sweep_due() {
+            let in_use = index.files_in_use(self.slots.len());
+            self.keep(&in_use);
+        }
+    }
+
     /// Forgets the files `in_use` (by number) says no row of the index is in, and makes
     /// their numbers free.
     fn keep(&mut self, in_use: &[bool]) {
@@ -110,18 +113,6 @@ impl Files {
 }
 
 impl CdcTable {
-    pub(super) fn register(&mut self, file: &DataFile) -> u32 {
-        self.files.register(file)
-    }
-
-    /// Forgets the data files no live row is left in, once enough new ones have come.
-    pub(super) fn sweep_files(&mut self) {
-        if self.files.sweep_due() {
-            let in_use = self.index.files_in_use(self.files.slots.len());
-            self.files.keep(&in_use);
-        }
-    }
-
     /// The table as the catalog has it now, with its index rebuilt (after a lost
     /// compare-and-swap).
     pub(super) async fn reload(&mut self, catalog: &Catalog) -> Result<(), MergeError> {
@@ -204,7 +195,7 @@ impl CdcTable {
             .filter(|f| f.file.content_type() == DataContentType::Data)
         {
             let path = f.file.file_path().to_owned();
-            let id = self.register(&f.file);
+            let id = self.files.register(&f.file);
             let gone = deleted.get(&path);
             let mut pos: u32 = 0;
             for batch in read_rows(&file_io, &path, &projected).await? {
