@@ -201,7 +201,8 @@ impl Sink {
                 *self.stats.changes.entry(change.op.code()).or_default() += 1;
                 self.metrics.change(&ident.to_string(), change.op);
                 let bytes = record.value.len() as u64;
-                self.batches
+                let held = self
+                    .batches
                     .push(ident.clone(), change, p, off, bytes, Instant::now());
                 if self.batches.full(&ident, &self.limits) {
                     self.commit(&ident).await?;
@@ -210,7 +211,8 @@ impl Sink {
                 if !over.is_empty() {
                     tracing::debug!(
                         tables = over.len(),
-                        bytes = self.batches.bytes(),
+                        held = self.batches.held(),
+                        last = held,
                         "open batches past max-total-bytes: committing the largest"
                     );
                     self.commit_all(&over).await?;

@@ -179,8 +179,9 @@ pub struct BatchSection {
     /// The commit interval.
     #[serde(default = "default_interval_ms")]
     pub interval_ms: u64,
-    /// What all open batches may hold together (the records' input bytes): past it, the
-    /// largest batches are committed early, however many tables are open.
+    /// The memory all open batches may hold together (their decoded records, estimated:
+    /// two to three times their JSON): past it, the largest batches are committed early,
+    /// however many tables are open.
     #[serde(default = "default_max_total_bytes")]
     pub max_total_bytes: ByteSize,
 }
@@ -195,7 +196,7 @@ fn default_interval_ms() -> u64 {
     1000
 }
 fn default_max_total_bytes() -> ByteSize {
-    ByteSize(256 << 20)
+    ByteSize(128 << 20)
 }
 
 impl Default for BatchSection {
