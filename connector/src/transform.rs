@@ -119,7 +119,8 @@ enum Engine {
 const RENEW_AFTER_BYTES: usize = 64 << 20;
 
 /// Records per call into the `.wasm`: the instance's memory grows to what one call needs
-/// (the input, its decoded records, the output and its encoding) and stays there.
+/// (the input, its decoded records, the output and its encoding) and stays there. The
+/// sources' chunks ([`crate::source::CHUNK`]) are smaller; this bounds any caller's.
 const RECORDS_PER_CALL: usize = 500;
 
 impl Chain {
@@ -524,7 +525,7 @@ pub fn run_command(
     let (mut read, mut emitted) = (0usize, 0usize);
     // chunk by chunk: the SmartModule's memory holds one chunk at a time
     loop {
-        let chunk = source.next_chunk(2_000)?;
+        let chunk = source.next_chunk(crate::source::CHUNK)?;
         if chunk.is_empty() {
             break;
         }
