@@ -4,6 +4,7 @@
 use crate::batch::OpenBatch;
 use crate::config::RetrySection;
 use crate::ledger::{Ledger, Positions, CONNECTOR_KEY};
+use crate::retry::Retries;
 use anyhow::{anyhow, Context, Result};
 use iceberg::TableIdent;
 use iceberg_cdc_merge::{Applied, Catalog, CdcTable};
@@ -36,28 +37,30 @@ pub async fn commit(
         ledger.properties(ident, &batch.span, checkpoint, current.as_ref())
     };
     let started = Instant::now();
-    let mut attempt = 0;
+    let mut retries = Retries::new(retries);
     let applied = loop {
-        attempt += 1;
         match table.apply_with(catalog, &batch.records, properties).await {
             Ok(applied) => break applied,
             Err(e) if !e.is_retryable() => {
                 let reason = format!("committing {} records failed: {e}", batch.records.len());
                 return Ok(Committed::Refused(reason));
             }
-            Err(e) if attempt < retries.attempts => {
-                let wait = backoff(retries.backoff_ms, attempt);
-                tracing::warn!(table = %ident, attempt, error = %e, "commit failed; retrying in {wait:?}");
-                tokio::time::sleep(wait).await;
-            }
-            Err(e) => {
-                return Err(anyhow!(e)).with_context(|| {
-                    format!(
-                        "committing {} records to {ident} failed {attempt} times",
-                        batch.records.len()
-                    )
-                })
-            }
+            Err(e) => match retries.after_failure() {
+                Some(wait) => {
+                    let attempt = retries.failed();
+                    tracing::warn!(table = %ident, attempt, error = %e, "commit failed; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                }
+                None => {
+                    return Err(anyhow!(e)).with_context(|| {
+                        format!(
+                            "committing {} records to {ident} failed {} times",
+                            batch.records.len(),
+                            retries.failed()
+                        )
+                    })
+                }
+            },
         }
     };
     report_unresolved(ident, &applied);
@@ -75,11 +78,6 @@ pub async fn commit(
     })
 }
 
-/// The wait before attempt `attempt + 1`: doubling from `base_ms`.
-fn backoff(base_ms: u64, attempt: u32) -> Duration {
-    Duration::from_millis(base_ms.saturating_mul(1 << (attempt - 1).min(10)))
-}
-
 /// Rows written with null for unchanged-TOAST values the table did not hold: said at WARN.
 fn report_unresolved(ident: &TableIdent, applied: &Applied) {
     let (unresolved, keys) = &applied.unresolved_unchanged;
@@ -93,19 +91,5 @@ fn report_unresolved(ident: &TableIdent, applied: &Applied) {
              REPLICA IDENTITY DEFAULT); set REPLICA IDENTITY FULL on tables whose keys \
              change (README, \"The merge engine\")"
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_stops_growing() {
-        assert_eq!(backoff(100, 1), Duration::from_millis(100));
-        assert_eq!(backoff(100, 2), Duration::from_millis(200));
-        assert_eq!(backoff(100, 4), Duration::from_millis(800));
-        assert_eq!(backoff(100, 30), Duration::from_millis(100 << 10));
-        assert_eq!(backoff(u64::MAX, 3), Duration::from_millis(u64::MAX));
     }
 }

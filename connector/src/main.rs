@@ -13,6 +13,7 @@ mod inspect;
 mod ledger;
 mod maintenance;
 mod metrics;
+mod retry;
 mod route;
 mod sink;
 mod source;

@@ -6,7 +6,8 @@
 use crate::config::{parse_partition_by, ConnectorConfig, TableMaintenance};
 use crate::ledger::{self, Ledger};
 use crate::metrics::Metrics;
-use anyhow::{Context, Result};
+use crate::retry::retrying;
+use anyhow::Result;
 use debezium_cdc::record::{ChangeRecord, Op};
 use iceberg::TableIdent;
 use iceberg_cdc_merge::io::WriteOptions;
@@ -74,13 +75,17 @@ impl Tables {
                 continue;
             };
             ledger.resume_table(&ident, &summary);
-            let table = match CdcTable::load(table, self.options_for(config, &ident)).await {
+            let options = self.options_for(config, &ident);
+            let doing = format!("opening {ident}");
+            let loaded = retrying(&config.iceberg.retries, &doing, || {
+                CdcTable::load(table.clone(), options.clone())
+            });
+            let table = match loaded.await? {
                 Ok(t) => t,
-                Err(e) if !e.is_retryable() => {
+                Err(e) => {
                     self.pause(&ident, format!("it cannot be opened: {e}"));
                     continue;
                 }
-                Err(e) => return Err(e).with_context(|| format!("opening {ident}")),
             };
             let offsets = ledger.held(&ident).map(ledger::offsets_json);
             tracing::info!(table = %ident, offsets = offsets.unwrap_or_default(), "resuming");
@@ -112,22 +117,9 @@ impl Tables {
                 // nothing to empty yet
                 return Ok(Admission::Skip);
             }
-            let options = self.options_for(config, ident);
-            let table = match CdcTable::open(catalog, ident, options.clone()).await {
-                Ok(Some(t)) => t,
-                Ok(None) => match CdcTable::create(catalog, ident, change, options).await {
-                    Ok(t) => t,
-                    // this record cannot make the table; a later one may
-                    Err(e) if !e.is_retryable() => {
-                        return Ok(Admission::DeadLetter(format!("creating {ident}: {e}")))
-                    }
-                    Err(e) => return Err(e).with_context(|| format!("creating {ident}")),
-                },
-                Err(e) if !e.is_retryable() => {
-                    self.pause(ident, format!("it cannot be opened: {e}"));
-                    return Ok(Admission::Hold);
-                }
-                Err(e) => return Err(e).with_context(|| format!("opening {ident}")),
+            let table = match self.open_or_create(config, catalog, ident, change).await? {
+                Ok(table) => table,
+                Err(admission) => return Ok(admission),
             };
             ledger.open_table(ident);
             self.insert(config, ident, table);
@@ -140,6 +132,40 @@ impl Tables {
             Err(e) if e.is_record() => Admission::DeadLetter(e.to_string()),
             Err(e) => Admission::Pause(e.to_string()),
         })
+    }
+
+    /// Opens `ident`, or creates it from `change`, its first change; retried while the
+    /// failure may pass (the store or the catalog away). When the table cannot be had, what
+    /// becomes of `change`: dead-lettered when it cannot make the table (a later change may),
+    /// held when the table exists but cannot be opened (the table is paused).
+    async fn open_or_create(
+        &mut self,
+        config: &ConnectorConfig,
+        catalog: &Catalog,
+        ident: &TableIdent,
+        change: &ChangeRecord,
+    ) -> Result<Result<CdcTable, Admission>> {
+        let options = self.options_for(config, ident);
+        let retries = &config.iceberg.retries;
+        let doing = format!("opening {ident}");
+        let opened = retrying(retries, &doing, || {
+            CdcTable::open(catalog, ident, options.clone())
+        });
+        match opened.await? {
+            Ok(Some(table)) => return Ok(Ok(table)),
+            Ok(None) => {}
+            Err(e) => {
+                self.pause(ident, format!("it cannot be opened: {e}"));
+                return Ok(Err(Admission::Hold));
+            }
+        }
+        let doing = format!("creating {ident}");
+        let created = retrying(retries, &doing, || {
+            CdcTable::create(catalog, ident, change, options.clone())
+        });
+        Ok(created
+            .await?
+            .map_err(|e| Admission::DeadLetter(format!("creating {ident}: {e}"))))
     }
 
     /// Pauses a table: said once, at ERROR; from now on its changes are dead-lettered and

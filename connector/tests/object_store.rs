@@ -268,7 +268,10 @@ fn https_endpoint_with_a_private_ca() {
 /// A connector reading stdin, its log collected.
 struct StdinRun {
     child: std::process::Child,
-    stdin: Option<std::process::ChildStdin>,
+    /// Lines for the writer thread: a connector that stops reading (its commits retrying,
+    /// its source's queues full) holds up that thread, never the test's clock.
+    stdin: Option<std::sync::mpsc::Sender<String>>,
+    writer: Option<std::thread::JoinHandle<()>>,
     log: Option<std::thread::JoinHandle<String>>,
 }
 
@@ -286,22 +289,33 @@ impl StdinRun {
             std::io::Read::read_to_string(&mut std::io::BufReader::new(stderr), &mut text).ok();
             text
         });
-        let stdin = child.stdin.take();
+        let mut pipe = child.stdin.take().unwrap();
+        let (stdin, lines) = std::sync::mpsc::channel::<String>();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            for text in lines {
+                // a connector that has exited (the retry budget test) takes nothing more
+                if pipe
+                    .write_all(text.as_bytes())
+                    .and_then(|()| pipe.flush())
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
         StdinRun {
             child,
-            stdin,
+            stdin: Some(stdin),
+            writer: Some(writer),
             log: Some(log),
         }
     }
 
-    /// Writes lines to the connector's stdin; a connector that has exited (the retry
-    /// budget test) just takes nothing more.
+    /// Queues lines for the connector's stdin and returns at once.
     fn feed(&mut self, lines: &[String]) {
-        use std::io::Write;
-        if let Some(stdin) = self.stdin.as_mut() {
-            let _ = stdin
-                .write_all((lines.join("\n") + "\n").as_bytes())
-                .and_then(|()| stdin.flush());
+        if let Some(stdin) = self.stdin.as_ref() {
+            let _ = stdin.send(lines.join("\n") + "\n");
         }
     }
 
@@ -328,12 +342,29 @@ impl StdinRun {
     }
 
     /// Closes stdin and waits for the exit.
+    /// Waits until no commit has come for 3 s (everything fed so far is in).
+    fn wait_until_quiet(&mut self, ceph: &Ceph, bucket: &str) {
+        let (mut seen, mut since) = (0, Instant::now());
+        while since.elapsed() < Duration::from_secs(3) {
+            let commits = ceph.keys(bucket).len();
+            if commits != seen {
+                (seen, since) = (commits, Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn finish(mut self) -> (std::process::ExitStatus, String) {
         self.stop()
     }
 
+    /// Closes stdin once every queued line is written (or the connector has exited), then
+    /// waits for the connector.
     fn stop(&mut self) -> (std::process::ExitStatus, String) {
         drop(self.stdin.take());
+        if let Some(writer) = self.writer.take() {
+            writer.join().unwrap();
+        }
         let status = self.child.wait().unwrap();
         let log = self.log.take().map(|h| h.join().unwrap());
         (status, log.unwrap_or_default())
@@ -392,39 +423,112 @@ fn check_tables(
 fn gateway_down_for_twenty_seconds_mid_run() {
     let _serial = serial();
     let ceph = Ceph::from_env();
-    let bucket = ceph.new_bucket("outage");
-    let dir = tempfile::tempdir().unwrap();
     let (tables, stream) = outage_stream();
-    let warehouse = format!("s3://{bucket}/lake");
+    let mut o = OutageRun::start(&ceph, "outage");
     // events arrive on stdin: a third before the outage, a third during it, a third after
-    let cfg = config(&Setup {
-        dir: dir.path(),
-        input: Path::new("-"),
-        warehouse: warehouse.clone(),
-        storage: plain_storage(&ceph),
-        // small batches: several commits before the outage; a retry budget longer than the
-        // outage (1+2+4+8+16+32 s of backoff)
-        extra:
-            "  batch:\n    max-records: 150\n  retries:\n    attempts: 7\n    backoff-ms: 1000\n",
-    });
-    let mut run = StdinRun::start(&cfg, &ceph);
     let third = stream.lines.len() / 3;
-    run.feed(&stream.lines[..third]);
-    run.wait_for_commits(&ceph, &bucket, 4);
-    let outage = ceph.outage();
-    run.feed(&stream.lines[third..2 * third]);
-    std::thread::sleep(Duration::from_secs(20));
-    let during = run.child.try_wait().unwrap();
-    outage.end();
-    assert!(during.is_none(), "the connector gave up during the outage");
-    run.feed(&stream.lines[2 * third..]);
-    let (status, log) = run.finish();
+    o.run.feed(&stream.lines[..third]);
+    o.run.wait_for_commits(&ceph, &o.bucket, 4);
+    o.down_for(
+        &ceph,
+        Duration::from_secs(20),
+        &stream.lines[third..2 * third],
+    );
+    o.run.feed(&stream.lines[2 * third..]);
+    let (status, log) = o.run.finish();
     assert!(status.success(), "connector failed after the outage: {log}");
     assert!(
         log.contains("retrying"),
         "the outage never hit a commit: {log}"
     );
-    check_tables(&ceph, dir.path(), &warehouse, &tables, &stream);
+    check_tables(&ceph, o.dir.path(), &o.warehouse, &tables, &stream);
+}
+
+/// An outage test's connector: events on stdin, a bucket of its own, small batches (several
+/// commits before the outage) and a retry budget longer than the outages (1+2+4+8+16+32 s
+/// of backoff).
+struct OutageRun {
+    bucket: String,
+    dir: tempfile::TempDir,
+    warehouse: String,
+    run: StdinRun,
+}
+
+impl OutageRun {
+    fn start(ceph: &Ceph, purpose: &str) -> OutageRun {
+        let bucket = ceph.new_bucket(purpose);
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = format!("s3://{bucket}/lake");
+        let cfg = config(&Setup {
+            dir: dir.path(),
+            input: Path::new("-"),
+            warehouse: warehouse.clone(),
+            storage: plain_storage(ceph),
+            extra:
+                "  batch:\n    max-records: 150\n  retries:\n    attempts: 7\n    backoff-ms: 1000\n",
+        });
+        let run = StdinRun::start(&cfg, ceph);
+        OutageRun {
+            bucket,
+            dir,
+            warehouse,
+            run,
+        }
+    }
+
+    /// Stops the gateway for `outage`, `lines` arriving meanwhile; the connector must still
+    /// be running when the gateway comes back.
+    fn down_for(&mut self, ceph: &Ceph, outage: Duration, lines: &[String]) {
+        let down = ceph.outage();
+        self.run.feed(lines);
+        std::thread::sleep(outage);
+        let during = self.run.child.try_wait().unwrap();
+        down.end();
+        if let Some(status) = during {
+            let (_, log) = self.run.stop();
+            panic!("the connector gave up during the outage ({status}): {log}");
+        }
+    }
+}
+
+/// A table's first change arrives while the gateway is down: creating the table is retried
+/// like a commit (the connector does not exit, the other table's work waits), and once the
+/// store is back both tables equal the model.
+#[test]
+fn a_table_first_seen_during_an_outage_is_created_once_the_store_is_back() {
+    let _serial = serial();
+    let ceph = Ceph::from_env();
+    let (tables, stream) = outage_stream();
+    // every change of public.orders (the bad messages among them) first, then sales.refunds
+    // (each table's own order kept): the second table is new when the outage starts
+    let (first, second): (Vec<usize>, Vec<usize>) =
+        (0..stream.lines.len()).partition(|&i| stream.table_of[i] == tables[0]);
+    let order: Vec<usize> = first.iter().chain(&second).copied().collect();
+    let lines: Vec<String> = order.iter().map(|&i| stream.lines[i].clone()).collect();
+    let mut bad: Vec<usize> = order
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| stream.bad.contains(i))
+        .map(|(at, _)| at)
+        .collect();
+    bad.sort_unstable();
+    let mut o = OutageRun::start(&ceph, "first-seen");
+    o.run.feed(&lines[..first.len()]);
+    o.run.wait_for_commits(&ceph, &o.bucket, 4);
+    o.run.wait_until_quiet(&ceph, &o.bucket);
+    o.down_for(&ceph, Duration::from_secs(12), &lines[first.len()..]);
+    let (status, log) = o.run.finish();
+    assert!(status.success(), "connector failed after the outage: {log}");
+    assert!(
+        log.contains("creating sales.refunds failed; retrying"),
+        "the outage never hit the table's creation: {log}"
+    );
+    let stream = testkit::stream::Generated {
+        lines,
+        bad,
+        ..stream
+    };
+    check_tables(&ceph, o.dir.path(), &o.warehouse, &tables, &stream);
 }
 
 /// The store stays down longer than the retry budget: the connector exits non-zero without
