@@ -5,7 +5,8 @@
 //! into the connector instead of its `.wasm`: the same function on the same bytes
 //! (`Transformer::process_to_json`, what the `.wasm`'s `filter_map` calls), without the
 //! WebAssembly machine and the engine's copies; the tests hold its output byte-identical to
-//! the `.wasm`'s.
+//! the `.wasm`'s. Its records go on as they came out of the module, with their JSON beside
+//! them: decoding that JSON gives them back (tested), so it is not decoded.
 //!
 //! The transform runs as a stage of its own ([`spawn`]), on threads of its own: while the
 //! run loop merges and commits one batch, the next chunks go through SmartModule instances
@@ -172,29 +173,21 @@ impl Chain {
 
     /// Runs a batch (of one partition) through the chain. Output records keep the offset of
     /// the input record they came from.
-    pub fn apply(&mut self, batch: &[SourceRecord]) -> Result<Vec<SourceRecord>> {
-        let Some(partition) = batch.first().map(|r| r.partition.clone()) else {
-            return Ok(Vec::new());
-        };
+    pub fn apply(&mut self, batch: &[SourceRecord]) -> Result<Vec<Emitted>> {
         let started = std::time::Instant::now();
         let bytes = bytes_of(batch);
         let (steps, instance, fed) = match &mut self.engine {
             Engine::Native(transformer) => {
                 // what the .wasm's filter_map does, record by record
-                let out: Vec<SourceRecord> = batch
+                let out: Vec<Emitted> = batch
                     .iter()
                     .filter_map(|r| {
-                        let value = transformer.process_to_json(
-                            r.key.as_deref(),
-                            &r.value,
-                            Some(r.offset),
-                        )?;
-                        Some(SourceRecord {
-                            partition: partition.clone(),
+                        let record =
+                            transformer.process(r.key.as_deref(), &r.value, Some(r.offset))?;
+                        Some(Emitted {
                             offset: r.offset,
-                            key: r.key.clone(),
-                            value,
-                            defect: None,
+                            value: debezium_cdc::to_json(&record),
+                            record: Some(record),
                         })
                     })
                     .collect();
@@ -216,7 +209,7 @@ impl Chain {
                 self.metrics.renewed();
             }
             *fed += bytes_of(call);
-            out.extend(wasm_call(instance, &partition, call)?);
+            out.extend(wasm_call(instance, call)?);
         }
         self.metrics
             .transformed(bytes, out.len(), started.elapsed());
@@ -228,9 +221,8 @@ impl Chain {
 /// the records they came from.
 fn wasm_call(
     instance: &mut SmartModuleChainInstance,
-    partition: &Partition,
     call: &[SourceRecord],
-) -> Result<Vec<SourceRecord>> {
+) -> Result<Vec<Emitted>> {
     let Some(base) = call.first().map(|r| r.offset) else {
         return Ok(Vec::new());
     };
@@ -261,14 +253,43 @@ fn wasm_call(
     Ok(output
         .successes
         .into_iter()
-        .map(|r| SourceRecord {
-            partition: partition.clone(),
+        .map(|r| Emitted {
             offset: base + r.preamble.offset_delta(),
-            key: r.key().map(|k| k.as_ref().to_vec()),
             value: r.value().as_ref().to_vec(),
-            defect: None,
+            record: None,
         })
         .collect())
+}
+
+/// One record a chain emitted.
+pub struct Emitted {
+    /// The offset of the source record it came from.
+    pub offset: i64,
+    /// Its JSON, as the chain wrote it.
+    pub value: Vec<u8>,
+    /// The record itself, when the chain ran natively: what decoding `value` gives.
+    pub record: Option<CdcRecord>,
+}
+
+impl Emitted {
+    /// A record that passed no chain (a Fluvio topic's, transformed by the SPU).
+    fn untransformed(r: SourceRecord) -> Emitted {
+        Emitted {
+            offset: r.offset,
+            value: r.value,
+            record: None,
+        }
+    }
+
+    /// The CDC record, or why the output is not one.
+    fn decode(&mut self) -> Result<CdcRecord, String> {
+        match self.record.take() {
+            Some(record) => Ok(record),
+            None => {
+                serde_json::from_slice(&self.value).map_err(|e| format!("not a CDC record: {e}"))
+            }
+        }
+    }
 }
 
 /// Bytes of a chunk's keys and values.
@@ -477,18 +498,16 @@ fn transform(
         chunk.into_iter().partition(|r| r.defect.is_some());
     let out = match chain {
         Some(chain) => chain.apply(&readable)?,
-        None => readable,
+        None => readable.into_iter().map(Emitted::untransformed).collect(),
     };
     let records = out
         .into_iter()
-        .map(|r| Decoded {
+        .map(|mut r| Decoded {
             offset: r.offset,
-            record: serde_json::from_slice(&r.value)
-                .map(|mut record| {
-                    columns.share(&mut record);
-                    record
-                })
-                .map_err(|e| format!("not a CDC record: {e}")),
+            record: r.decode().map(|mut record| {
+                columns.share(&mut record);
+                record
+            }),
             value: r.value,
         })
         .collect();
@@ -532,10 +551,10 @@ pub fn run_command(
         read += chunk.len();
         let out = chain.apply(&chunk)?;
         emitted += out.len();
-        for record in &out {
-            let parsed: CdcRecord = serde_json::from_slice(&record.value).with_context(|| {
-                format!(
-                    "offset {}: the SmartModule emitted a record that is not a CDC record",
+        for mut record in out {
+            let parsed = record.decode().map_err(|e| {
+                anyhow!(
+                    "offset {}: the SmartModule emitted a record that is not a CDC record: {e}",
                     record.offset
                 )
             })?;
@@ -642,11 +661,21 @@ mod tests {
             .expect("the native engine")
             .apply(&chunk)
             .expect("the native chain");
-        let view = |out: &[SourceRecord]| -> Vec<(i64, Vec<u8>)> {
+        let view = |out: &[Emitted]| -> Vec<(i64, Vec<u8>)> {
             out.iter().map(|r| (r.offset, r.value.clone())).collect()
         };
         assert!(wasm.len() > 2 * RECORDS_PER_CALL);
         assert_eq!(view(&wasm), view(&native));
         assert!(wasm.windows(2).all(|w| w[0].offset < w[1].offset));
+        // the native records go on undecoded: decoding their JSON gives them back, changes
+        // and errors alike
+        let decoded = |out: Vec<Emitted>| -> Vec<CdcRecord> {
+            out.into_iter()
+                .map(|mut r| r.decode().expect("a CDC record"))
+                .collect()
+        };
+        let wasm = decoded(wasm);
+        assert!(wasm.iter().any(|r| matches!(r, CdcRecord::Error(_))));
+        assert_eq!(wasm, decoded(native));
     }
 }
