@@ -4,7 +4,7 @@
 //! [`crate::ledger`] follows every position from the read to durability and back to the
 //! source. See ARCHITECTURE.md.
 
-use crate::batch::{Batches, Limits};
+use crate::batch::{Batches, Limits, OpenBatch, Release};
 use crate::commit::{commit, Committed};
 use crate::config::ConnectorConfig;
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
@@ -27,6 +27,8 @@ pub struct Sink {
     catalog: Catalog,
     tables: Tables,
     batches: Batches,
+    /// Committed batches go here to be freed.
+    release: Release<OpenBatch>,
     limits: Limits,
     dead: DeadLetter,
     ledger: Ledger,
@@ -55,6 +57,7 @@ impl Sink {
             catalog,
             tables,
             batches: Batches::default(),
+            release: Release::spawn(),
             limits,
             dead,
             ledger,
@@ -305,6 +308,7 @@ impl Sink {
                 }
             }
         }
+        self.release.release(batch);
         Ok(())
     }
 

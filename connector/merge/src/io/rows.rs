@@ -17,6 +17,7 @@ use arrow_schema::{DataType, Field, SchemaRef, TimeUnit};
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime};
 use serde_json::{Map, Value};
 use std::borrow::{Borrow, Cow};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// One row to write: the source columns (borrowed from the change that carries them, unless
@@ -37,18 +38,59 @@ pub fn record_batch(
     rows: &[&Row],
     processed_at_us: i64,
 ) -> Result<RecordBatch, MergeError> {
+    let values = by_column(schema, rows);
     let columns = schema
         .fields()
         .iter()
-        .map(|field| column(field, meta, rows, processed_at_us))
+        .zip(&values)
+        .map(|(field, values)| column(field, meta, rows, values, processed_at_us))
         .collect::<Result<Vec<ArrayRef>, MergeError>>()?;
     RecordBatch::try_new(schema.clone(), columns).map_err(MergeError::arrow_from("rows to Arrow"))
+}
+
+/// What a row without the column has.
+static NULL: Value = Value::Null;
+
+/// Every row's value of each column of `schema`, by column (null where a row has none), in
+/// one pass over each row: an entry is matched to the column the entry at its place
+/// matched in the rows before (the source sends its columns in one order) and looked up by
+/// name only when that misses.
+fn by_column<'r>(schema: &SchemaRef, rows: &[&'r Row<'_>]) -> Vec<Vec<&'r Value>> {
+    let fields = schema.fields();
+    let by_name: HashMap<&str, usize> = fields
+        .iter()
+        .enumerate()
+        .map(|(j, f)| (f.name().as_str(), j))
+        .collect();
+    let mut columns: Vec<Vec<&Value>> = vec![vec![&NULL; rows.len()]; fields.len()];
+    let mut matched: Vec<Option<usize>> = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        for (at, (name, value)) in row.values.iter().enumerate() {
+            let last = matched.get(at).copied().flatten();
+            let j = match last {
+                Some(j) if fields[j].name() == name => j,
+                _ => match by_name.get(name.as_str()) {
+                    Some(&j) => {
+                        if matched.len() <= at {
+                            matched.resize(at + 1, None);
+                        }
+                        matched[at] = Some(j);
+                        j
+                    }
+                    None => continue,
+                },
+            };
+            columns[j][i] = value;
+        }
+    }
+    columns
 }
 
 fn column(
     field: &Field,
     meta: MetadataColumns,
     rows: &[&Row],
+    values: &[&Value],
     processed_at_us: i64,
 ) -> Result<ArrayRef, MergeError> {
     let name = field.name().as_str();
@@ -79,13 +121,7 @@ fn column(
         SOURCE_TS_COLUMN => micros(&|r| r.source_ts_us),
         LEGACY_YEAR_COLUMN if legacy => Ok(constant(processed.year())),
         LEGACY_MONTH_COLUMN if legacy => Ok(constant(processed.month() as i32)),
-        _ => {
-            let values: Vec<&Value> = rows
-                .iter()
-                .map(|r| r.values.get(name).unwrap_or(&Value::Null))
-                .collect();
-            array(name, field.data_type(), &values)
-        }
+        _ => array(name, field.data_type(), values),
     }
 }
 
@@ -122,29 +158,26 @@ pub fn array<V: Borrow<Value>>(
 ) -> Result<ArrayRef, MergeError> {
     let n = values.len();
     Ok(match data_type {
-        DataType::Boolean => build!(BooleanBuilder::with_capacity(n), values, |v| v
-            .as_bool()
-            .ok_or_else(|| bad(name, v, "a boolean"))?),
-        DataType::Int32 => build!(Int32Builder::with_capacity(n), values, |v| v
-            .as_i64()
-            .and_then(|i| i32::try_from(i).ok())
-            .ok_or_else(|| bad(name, v, "a 32-bit integer"))?),
-        DataType::Int64 => build!(Int64Builder::with_capacity(n), values, |v| v
-            .as_i64()
-            .ok_or_else(|| bad(name, v, "a 64-bit integer"))?),
-        DataType::Float32 => build!(Float32Builder::with_capacity(n), values, |v| float(v)
-            .ok_or_else(|| bad(name, v, "a number"))?
-            as f32),
-        DataType::Float64 => build!(Float64Builder::with_capacity(n), values, |v| float(v)
-            .ok_or_else(|| bad(name, v, "a number"))?),
+        DataType::Boolean => build!(BooleanBuilder::with_capacity(n), values, |v| to_bool(
+            name, v
+        )?),
+        DataType::Int32 => build!(Int32Builder::with_capacity(n), values, |v| to_i32(name, v)?),
+        DataType::Int64 => build!(Int64Builder::with_capacity(n), values, |v| to_i64(name, v)?),
+        DataType::Float32 => build!(
+            Float32Builder::with_capacity(n),
+            values,
+            |v| to_f64(name, v)? as f32
+        ),
+        DataType::Float64 => build!(Float64Builder::with_capacity(n), values, |v| to_f64(
+            name, v
+        )?),
         DataType::Utf8 => build!(StringBuilder::with_capacity(n, n * 16), values, |v| text(v)),
-        DataType::Binary => build!(BinaryBuilder::with_capacity(n, n * 16), values, |v| base64(
-            v
-        )
-        .ok_or_else(|| bad(name, v, "base64 bytes"))?),
+        DataType::Binary => build!(BinaryBuilder::with_capacity(n, n * 16), values, |v| {
+            to_bytes(name, v)?
+        }),
         DataType::LargeBinary => {
             build!(LargeBinaryBuilder::with_capacity(n, n * 16), values, |v| {
-                base64(v).ok_or_else(|| bad(name, v, "base64 bytes"))?
+                to_bytes(name, v)?
             })
         }
         DataType::FixedSizeBinary(16) => {
@@ -153,8 +186,7 @@ pub fn array<V: Borrow<Value>>(
                 if v.is_null() {
                     b.append_null();
                 } else {
-                    let bytes = uuid(v).ok_or_else(|| bad(name, v, "a UUID"))?;
-                    b.append_value(bytes)
+                    b.append_value(to_uuid(name, v)?)
                         .map_err(|e| MergeError::arrow_from(format!("column `{name}`"))(e))?;
                 }
             }
@@ -164,22 +196,19 @@ pub fn array<V: Borrow<Value>>(
             let b = Decimal128Builder::with_capacity(n)
                 .with_precision_and_scale(*p, *s)
                 .map_err(MergeError::arrow_from(format!("column `{name}`")))?;
-            build!(b, values, |v| decimal(v, *p, *s).ok_or_else(|| bad(
-                name,
-                v,
-                &format!("a decimal({p},{s})")
-            ))?)
+            build!(b, values, |v| to_decimal(name, v, *p, *s)?)
         }
-        DataType::Date32 => build!(Date32Builder::with_capacity(n), values, |v| date(v)
-            .ok_or_else(|| bad(name, v, "a date (YYYY-MM-DD)"))?),
+        DataType::Date32 => build!(Date32Builder::with_capacity(n), values, |v| to_date(
+            name, v
+        )?),
         DataType::Time64(TimeUnit::Microsecond) => {
             build!(Time64MicrosecondBuilder::with_capacity(n), values, |v| {
-                time(v).ok_or_else(|| bad(name, v, "a time (HH:MM:SS.ffffff)"))?
+                to_time(name, v)?
             })
         }
         DataType::Timestamp(TimeUnit::Microsecond, tz) => {
             let arr = build!(TimestampMicrosecondBuilder::with_capacity(n), values, |v| {
-                timestamp(v, tz.is_some()).ok_or_else(|| bad(name, v, "a timestamp"))?
+                to_timestamp(name, v, tz.is_some())?
             });
             match tz {
                 Some(tz) => {
@@ -193,12 +222,108 @@ pub fn array<V: Borrow<Value>>(
                 None => arr,
             }
         }
-        other => {
-            return Err(MergeError::schema(format!(
-                "column `{name}`: Arrow type {other} is not supported"
-            )))
-        }
+        other => return Err(unsupported(name, other)),
     })
+}
+
+/// Whether one value converts to a column of `data_type` as [`array`] converts it (a null
+/// always does here; whether the column takes nulls is the caller's question), without
+/// building an array.
+pub fn convertible(name: &str, data_type: &DataType, v: &Value) -> Result<(), MergeError> {
+    if v.is_null() {
+        return match data_type {
+            DataType::Decimal128(p, s) => decimal_type(name, *p, *s),
+            DataType::Timestamp(TimeUnit::Microsecond, _)
+            | DataType::Time64(TimeUnit::Microsecond) => Ok(()),
+            DataType::Boolean
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Utf8
+            | DataType::Binary
+            | DataType::LargeBinary
+            | DataType::FixedSizeBinary(16)
+            | DataType::Date32 => Ok(()),
+            other => Err(unsupported(name, other)),
+        };
+    }
+    match data_type {
+        DataType::Boolean => to_bool(name, v).map(drop),
+        DataType::Int32 => to_i32(name, v).map(drop),
+        DataType::Int64 => to_i64(name, v).map(drop),
+        DataType::Float32 | DataType::Float64 => to_f64(name, v).map(drop),
+        DataType::Utf8 => Ok(()),
+        DataType::Binary | DataType::LargeBinary => to_bytes(name, v).map(drop),
+        DataType::FixedSizeBinary(16) => to_uuid(name, v).map(drop),
+        DataType::Decimal128(p, s) => {
+            decimal_type(name, *p, *s)?;
+            to_decimal(name, v, *p, *s).map(drop)
+        }
+        DataType::Date32 => to_date(name, v).map(drop),
+        DataType::Time64(TimeUnit::Microsecond) => to_time(name, v).map(drop),
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+            to_timestamp(name, v, tz.is_some()).map(drop)
+        }
+        other => Err(unsupported(name, other)),
+    }
+}
+
+fn unsupported(name: &str, data_type: &DataType) -> MergeError {
+    MergeError::schema(format!(
+        "column `{name}`: Arrow type {data_type} is not supported"
+    ))
+}
+
+/// What `Decimal128Builder::with_precision_and_scale` refuses.
+fn decimal_type(name: &str, precision: u8, scale: i8) -> Result<(), MergeError> {
+    arrow_array::types::validate_decimal_precision_and_scale::<arrow_array::types::Decimal128Type>(
+        precision, scale,
+    )
+    .map_err(MergeError::arrow_from(format!("column `{name}`")))
+}
+
+fn to_bool(name: &str, v: &Value) -> Result<bool, MergeError> {
+    v.as_bool().ok_or_else(|| bad(name, v, "a boolean"))
+}
+
+fn to_i32(name: &str, v: &Value) -> Result<i32, MergeError> {
+    v.as_i64()
+        .and_then(|i| i32::try_from(i).ok())
+        .ok_or_else(|| bad(name, v, "a 32-bit integer"))
+}
+
+fn to_i64(name: &str, v: &Value) -> Result<i64, MergeError> {
+    v.as_i64().ok_or_else(|| bad(name, v, "a 64-bit integer"))
+}
+
+fn to_f64(name: &str, v: &Value) -> Result<f64, MergeError> {
+    float(v).ok_or_else(|| bad(name, v, "a number"))
+}
+
+fn to_bytes(name: &str, v: &Value) -> Result<Vec<u8>, MergeError> {
+    base64(v).ok_or_else(|| bad(name, v, "base64 bytes"))
+}
+
+fn to_uuid(name: &str, v: &Value) -> Result<[u8; 16], MergeError> {
+    uuid(v).ok_or_else(|| bad(name, v, "a UUID"))
+}
+
+fn to_decimal(name: &str, v: &Value, precision: u8, scale: i8) -> Result<i128, MergeError> {
+    decimal(v, precision, scale)
+        .ok_or_else(|| bad(name, v, &format!("a decimal({precision},{scale})")))
+}
+
+fn to_date(name: &str, v: &Value) -> Result<i32, MergeError> {
+    date(v).ok_or_else(|| bad(name, v, "a date (YYYY-MM-DD)"))
+}
+
+fn to_time(name: &str, v: &Value) -> Result<i64, MergeError> {
+    time(v).ok_or_else(|| bad(name, v, "a time (HH:MM:SS.ffffff)"))
+}
+
+fn to_timestamp(name: &str, v: &Value, with_zone: bool) -> Result<i64, MergeError> {
+    timestamp(v, with_zone).ok_or_else(|| bad(name, v, "a timestamp"))
 }
 
 fn float(v: &Value) -> Option<f64> {
@@ -284,9 +409,29 @@ pub fn decimal(v: &Value, precision: u8, scale: i8) -> Option<i128> {
 }
 
 fn date(v: &Value) -> Option<i32> {
-    let d = NaiveDate::parse_from_str(v.as_str()?, "%Y-%m-%d").ok()?;
+    let s = v.as_str()?;
+    let d = match plain_date(s) {
+        Some(d) => d,
+        None => NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?,
+    };
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
     i32::try_from((d - epoch).num_days()).ok()
+}
+
+/// `YYYY-MM-DD` exactly (what the SmartModule writes), read without a format string;
+/// anything else is left to chrono's parser.
+fn plain_date(s: &str) -> Option<NaiveDate> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let number = |digits: &[u8]| {
+        digits.iter().try_fold(0u32, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    let year = i32::try_from(number(&b[..4])?).ok()?;
+    NaiveDate::from_ymd_opt(year, number(&b[5..7])?, number(&b[8..])?)
 }
 
 /// `HH:MM:SS[.f]` to microseconds since midnight; PostgreSQL's `24:00:00` included.
@@ -356,6 +501,129 @@ mod tests {
         );
         assert_eq!(timestamp(&json!("1970-01-01T00:00:01Z"), false), None);
         assert_eq!(timestamp(&json!("1970-01-01T00:00:01"), true), None);
+    }
+
+    #[test]
+    fn one_value_converts_exactly_when_its_array_builds() {
+        let types = [
+            DataType::Boolean,
+            DataType::Int32,
+            DataType::Int64,
+            DataType::Float32,
+            DataType::Float64,
+            DataType::Utf8,
+            DataType::Binary,
+            DataType::LargeBinary,
+            DataType::FixedSizeBinary(16),
+            DataType::Decimal128(10, 2),
+            DataType::Decimal128(50, 2),
+            DataType::Date32,
+            DataType::Time64(TimeUnit::Microsecond),
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            DataType::Time32(arrow_schema::TimeUnit::Second),
+        ];
+        let values = [
+            Value::Null,
+            json!(true),
+            json!(7),
+            json!(3_000_000_000_i64),
+            json!(-1.5),
+            json!("NaN"),
+            json!("12.34"),
+            json!("1.234"),
+            json!("aGVsbG8="),
+            json!("not base64!"),
+            json!("67e55044-10b1-426f-9247-bb680e5fe0c8"),
+            json!("2024-02-29"),
+            json!("2023-02-29"),
+            json!("+12024-02-01"),
+            json!("2024-2-01"),
+            json!("12:30:00.5"),
+            json!("24:00:00"),
+            json!("2024-02-29T12:30:00.000001"),
+            json!("2024-02-29T12:30:00Z"),
+            json!({"nested": [1]}),
+        ];
+        for t in &types {
+            for v in &values {
+                assert_eq!(
+                    convertible("c", t, v).is_ok(),
+                    array("c", t, std::slice::from_ref(v)).is_ok(),
+                    "{t} of {v}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn plain_dates_read_as_chrono_reads_them() {
+        for s in [
+            "1970-01-01",
+            "2024-02-29",
+            "2023-02-29",
+            "0001-01-01",
+            "9999-12-31",
+            "2024-13-01",
+            "2024-00-10",
+            "2024-01-32",
+            "2024-01-3x",
+            "2024/01/30",
+            "+2024-01-3",
+        ] {
+            assert_eq!(
+                date(&json!(s)),
+                NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                    .ok()
+                    .and_then(|d| i32::try_from(
+                        d.signed_duration_since(NaiveDate::default()).num_days()
+                    )
+                    .ok()),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn rows_are_read_by_column_whatever_their_order() {
+        let schema: SchemaRef = Arc::new(arrow_schema::Schema::new(vec![
+            Field::new("id", DataType::Int32, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("qty", DataType::Int64, true),
+        ]));
+        let map = |v: Value| match v {
+            Value::Object(m) => m,
+            _ => unreachable!("an object"),
+        };
+        let rows: Vec<Row> = [
+            json!({"id": 1, "name": "a", "qty": 10}),
+            json!({"id": 2, "name": "b", "qty": 20}),
+            json!({"qty": 30, "id": 3, "name": "c"}),
+            json!({"id": 4, "extra": true, "qty": 40}),
+            json!({"name": "e", "id": 5}),
+        ]
+        .into_iter()
+        .map(|v| Row {
+            values: Cow::Owned(map(v)),
+            op: 'u',
+            lsn: None,
+            source_ts_us: None,
+        })
+        .collect();
+        let refs: Vec<&Row> = rows.iter().collect();
+        let columns = by_column(&schema, &refs);
+        let shown: Vec<Vec<String>> = columns
+            .iter()
+            .map(|c| c.iter().map(|v| v.to_string()).collect())
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ["1", "2", "3", "4", "5"],
+                [r#""a""#, r#""b""#, r#""c""#, "null", r#""e""#],
+                ["10", "20", "30", "40", "null"],
+            ]
+        );
     }
 
     #[test]

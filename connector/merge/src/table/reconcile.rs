@@ -349,18 +349,27 @@ impl CdcTable {
         };
         self.keys.encode(&record.key)?;
         if let Some(after) = &record.after {
+            let fields = arrow.fields();
+            // the column after the one just matched comes first: the source sends its
+            // columns in the table's order
+            let mut next = 0;
             for (name, value) in after {
-                let field = arrow.field_with_name(name).map_err(|_| MergeError::Value {
-                    column: name.clone(),
-                    reason: format!("not a column of {}", self.table.identifier()),
-                })?;
+                let at = match fields.get(next) {
+                    Some(f) if f.name() == name => next,
+                    _ => arrow.index_of(name).map_err(|_| MergeError::Value {
+                        column: name.clone(),
+                        reason: format!("not a column of {}", self.table.identifier()),
+                    })?,
+                };
+                next = at + 1;
+                let field = &fields[at];
                 if value.is_null() && !field.is_nullable() {
                     return Err(MergeError::Value {
                         column: name.clone(),
                         reason: "null in a required column".into(),
                     });
                 }
-                crate::io::rows::array(name, field.data_type(), std::slice::from_ref(value))?;
+                crate::io::rows::convertible(name, field.data_type(), value)?;
             }
         }
         Ok(())
