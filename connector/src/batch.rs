@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_records: usize,
-    /// A batch's bytes as they came (the records' JSON).
+    /// A batch's bytes as they came in (the source records' keys and values).
     pub max_bytes: u64,
     pub interval: Duration,
     /// The memory all open batches together may hold ([`held_bytes`] of their records):

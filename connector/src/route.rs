@@ -18,6 +18,9 @@ pub enum Routed {
     Nothing,
     /// Nowhere: dead-letter it, for this reason.
     DeadLetter(DeadLetterReason, String),
+    /// A change no table takes (its source names none, or the map or templates give no
+    /// table name): dead-letter it, for this reason.
+    Unroutable(Box<ChangeRecord>, String),
 }
 
 /// Routes one decoded output record of the transform stage.
@@ -32,7 +35,7 @@ pub fn route_record(tables: &TablesSection, record: Result<CdcRecord, String>) -
     }
     match route(tables, &change.source) {
         Ok(ident) => Routed::Change(ident, change),
-        Err(e) => Routed::DeadLetter(DeadLetterReason::Unroutable, format!("{e:#}")),
+        Err(e) => Routed::Unroutable(change, format!("{e:#}")),
     }
 }
 
@@ -140,7 +143,7 @@ mod tests {
         }
         assert!(matches!(
             route_record(&t, Ok(change("c", None))),
-            Routed::DeadLetter(DeadLetterReason::Unroutable, _)
+            Routed::Unroutable(c, r) if c.op == Op::Create && r.contains("no source table")
         ));
     }
 }

@@ -17,8 +17,10 @@ use crate::stats::{Progress, Stats};
 use crate::tables::{Admission, Tables};
 use crate::transform::{Arrival, Decoded, Transformed};
 use anyhow::{anyhow, Context, Result};
+use debezium_cdc::record::{CdcRecord, ChangeRecord};
 use iceberg::TableIdent;
 use iceberg_cdc_merge::Catalog;
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -187,6 +189,11 @@ impl Sink {
             Routed::DeadLetter(why, reason) => {
                 return self.dead.send(p, off, why, &reason, &record.value).await
             }
+            Routed::Unroutable(change, reason) => {
+                let why = DeadLetterReason::Unroutable;
+                let value = payload(&record.value, &change);
+                return self.dead.send(p, off, why, &reason, &value).await;
+            }
         };
         let admission = self
             .tables
@@ -203,7 +210,7 @@ impl Sink {
             Admission::Batch => {
                 *self.stats.changes.entry(change.op.code()).or_default() += 1;
                 self.metrics.change(&ident.to_string(), change.op);
-                let bytes = record.value.len() as u64;
+                let bytes = record.bytes as u64;
                 let held = self
                     .batches
                     .push(ident.clone(), change, p, off, bytes, Instant::now());
@@ -228,14 +235,19 @@ impl Sink {
             }
             Admission::DeadLetter(reason) => {
                 let why = DeadLetterReason::Rejected;
-                self.dead.send(p, off, why, &reason, &record.value).await
+                let value = payload(&record.value, &change);
+                self.dead.send(p, off, why, &reason, &value).await
             }
-            Admission::Hold => self.hold(&ident, p, off, &record.value).await,
+            Admission::Hold => {
+                let value = payload(&record.value, &change);
+                self.hold(&ident, p, off, &value).await
+            }
             Admission::Pause(reason) => {
                 // what came before the change is good: commit it, then stop the table here
                 self.commit(&ident).await?;
                 self.tables.pause(&ident, reason);
-                self.hold(&ident, p, off, &record.value).await
+                let value = payload(&record.value, &change);
+                self.hold(&ident, p, off, &value).await
             }
         }
     }
@@ -351,5 +363,17 @@ impl Sink {
         self.metrics
             .maintained(&ident.to_string(), outcome.is_ok(), started.elapsed());
         self.maintenance.done(&ident, t.interval, Instant::now());
+    }
+}
+
+/// What a dead letter of `change` carries: the chain's output as it came, or, for a change
+/// the native chain handed on without writing it, what the `.wasm` writes for it.
+fn payload<'a>(value: &'a [u8], change: &ChangeRecord) -> Cow<'a, [u8]> {
+    if value.is_empty() {
+        Cow::Owned(debezium_cdc::to_json(&CdcRecord::Change(Box::new(
+            change.clone(),
+        ))))
+    } else {
+        Cow::Borrowed(value)
     }
 }

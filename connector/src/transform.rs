@@ -5,8 +5,9 @@
 //! into the connector instead of its `.wasm`: the same function on the same bytes
 //! (`Transformer::process_to_json`, what the `.wasm`'s `filter_map` calls), without the
 //! WebAssembly machine and the engine's copies; the tests hold its output byte-identical to
-//! the `.wasm`'s. Its records go on as they came out of the module, with their JSON beside
-//! them: decoding that JSON gives them back (tested), so it is not decoded.
+//! the `.wasm`'s. Its records go on as they came out of the module, not written as JSON and
+//! read back: what the `.wasm` writes is what writing them gives (tested), and only a dead
+//! letter or the `transform` command writes them.
 //!
 //! The transform runs as a stage of its own ([`spawn`]), on threads of its own: while the
 //! run loop merges and commits one batch, the next chunks go through SmartModule instances
@@ -27,6 +28,7 @@ use fluvio_smartengine::{
 };
 use fluvio_smartmodule::dataplane::smartmodule::SmartModuleInput;
 use fluvio_smartmodule::Record;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -186,7 +188,8 @@ impl Chain {
                             transformer.process(r.key.as_deref(), &r.value, Some(r.offset))?;
                         Some(Emitted {
                             offset: r.offset,
-                            value: debezium_cdc::to_json(&record),
+                            bytes: bytes_of(std::slice::from_ref(r)),
+                            value: Vec::new(),
                             record: Some(record),
                         })
                     })
@@ -253,10 +256,15 @@ fn wasm_call(
     Ok(output
         .successes
         .into_iter()
-        .map(|r| Emitted {
-            offset: base + r.preamble.offset_delta(),
-            value: r.value().as_ref().to_vec(),
-            record: None,
+        .map(|r| {
+            let delta = r.preamble.offset_delta();
+            let from = usize::try_from(delta).ok().and_then(|d| call.get(d));
+            Emitted {
+                offset: base + delta,
+                bytes: from.map_or(0, |r| bytes_of(std::slice::from_ref(r))),
+                value: r.value().as_ref().to_vec(),
+                record: None,
+            }
         })
         .collect())
 }
@@ -265,9 +273,11 @@ fn wasm_call(
 pub struct Emitted {
     /// The offset of the source record it came from.
     pub offset: i64,
-    /// Its JSON, as the chain wrote it.
+    /// The bytes (key and value) of the source record it came from.
+    pub bytes: usize,
+    /// Its JSON, as the chain wrote it; empty when the chain ran natively.
     pub value: Vec<u8>,
-    /// The record itself, when the chain ran natively: what decoding `value` gives.
+    /// The record itself, when the chain ran natively.
     pub record: Option<CdcRecord>,
 }
 
@@ -276,8 +286,19 @@ impl Emitted {
     fn untransformed(r: SourceRecord) -> Emitted {
         Emitted {
             offset: r.offset,
+            bytes: bytes_of(std::slice::from_ref(&r)),
             value: r.value,
             record: None,
+        }
+    }
+
+    /// Its JSON: as the chain wrote it, or, from the native chain, what the `.wasm` writes
+    /// for `record` (what [`Emitted::decode`] gave).
+    fn written(&self, record: &CdcRecord) -> Cow<'_, [u8]> {
+        if self.value.is_empty() {
+            Cow::Owned(debezium_cdc::to_json(record))
+        } else {
+            Cow::Borrowed(&self.value)
         }
     }
 
@@ -327,8 +348,11 @@ pub struct Decoded {
     pub offset: i64,
     /// The CDC record, or why the output is not one.
     pub record: Result<CdcRecord, String>,
-    /// The output as the chain wrote it (what a dead letter carries).
+    /// The output as the chain wrote it (what a dead letter carries); empty for a change the
+    /// native chain handed on (`sink::payload` writes it when it is dead-lettered).
     pub value: Vec<u8>,
+    /// The bytes (key and value) of the source record it came from.
+    pub bytes: usize,
 }
 
 /// Chunks the stage may have in hand (being transformed, or done and waiting for the loop)
@@ -502,13 +526,22 @@ fn transform(
     };
     let records = out
         .into_iter()
-        .map(|mut r| Decoded {
-            offset: r.offset,
-            record: r.decode().map(|mut record| {
+        .map(|mut r| {
+            let record = r.decode().map(|mut record| {
                 columns.share(&mut record);
                 record
-            }),
-            value: r.value,
+            });
+            // a change is written again only if it is dead-lettered; an error always is
+            let value = match &record {
+                Ok(error @ CdcRecord::Error(_)) => r.written(error).into_owned(),
+                _ => r.value,
+            };
+            Decoded {
+                offset: r.offset,
+                bytes: r.bytes,
+                record,
+                value,
+            }
         })
         .collect();
     Ok(Arrival::Chunk(Transformed {
@@ -570,7 +603,7 @@ pub fn run_command(
                 (CdcRecord::Error(_), Some(f)) => f,
                 _ => &mut changes,
             };
-            sink.write_all(&record.value)?;
+            sink.write_all(&record.written(&parsed))?;
             sink.write_all(b"\n")?;
         }
     }
@@ -661,21 +694,28 @@ mod tests {
             .expect("the native engine")
             .apply(&chunk)
             .expect("the native chain");
-        let view = |out: &[Emitted]| -> Vec<(i64, Vec<u8>)> {
-            out.iter().map(|r| (r.offset, r.value.clone())).collect()
-        };
-        assert!(wasm.len() > 2 * RECORDS_PER_CALL);
-        assert_eq!(view(&wasm), view(&native));
-        assert!(wasm.windows(2).all(|w| w[0].offset < w[1].offset));
-        // the native records go on undecoded: decoding their JSON gives them back, changes
-        // and errors alike
-        let decoded = |out: Vec<Emitted>| -> Vec<CdcRecord> {
+        // the native records go on undecoded and unwritten: what writing them gives is what
+        // the .wasm wrote, byte for byte, and decoding that gives them back, changes and
+        // errors alike; each carries its source record's offset and bytes
+        let view = |out: Vec<Emitted>| -> Vec<(i64, usize, Vec<u8>, CdcRecord)> {
             out.into_iter()
-                .map(|mut r| r.decode().expect("a CDC record"))
+                .map(|mut r| {
+                    let record = r.decode().expect("a CDC record");
+                    (r.offset, r.bytes, r.written(&record).into_owned(), record)
+                })
                 .collect()
         };
-        let wasm = decoded(wasm);
-        assert!(wasm.iter().any(|r| matches!(r, CdcRecord::Error(_))));
-        assert_eq!(wasm, decoded(native));
+        assert!(native
+            .iter()
+            .all(|r| r.value.is_empty() && r.record.is_some()));
+        assert!(wasm.len() > 2 * RECORDS_PER_CALL);
+        assert!(wasm.windows(2).all(|w| w[0].offset < w[1].offset));
+        let (wasm, native) = (view(wasm), view(native));
+        assert!(wasm.iter().any(|r| matches!(r.3, CdcRecord::Error(_))));
+        assert!(wasm.iter().all(|r| {
+            let from = &chunk[usize::try_from(r.0 - 1000).expect("an offset of the chunk")];
+            r.1 == from.value.len() + from.key.as_ref().map_or(0, Vec::len)
+        }));
+        assert_eq!(wasm, native);
     }
 }

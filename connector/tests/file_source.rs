@@ -658,8 +658,9 @@ fn fifty_tables_open_at_once_stay_under_the_global_cap() {
 }
 
 /// `smartmodule-engine: native` against the `.wasm` on the same stream (three tables, bad
-/// records among the good): the same tables, both equal to the model, and byte for byte the
-/// same dead letters.
+/// records among the good, and a change that names no table at the end): the same tables,
+/// both equal to the model, and byte for byte the same dead letters (the native engine
+/// writes a change's JSON only when it is dead-lettered).
 #[test]
 fn the_native_smartmodule_engine_lands_what_the_wasm_lands() {
     let tables = vec!["public.orders".to_owned(), "sales.refunds".to_owned()];
@@ -671,11 +672,17 @@ fn the_native_smartmodule_engine_lands_what_the_wasm_lands() {
         bad_every: Some(211),
         ..Spec::default()
     });
+    let mut lines = stream.lines.clone();
+    let (key, value) = stream.lines[0].split_once('\t').unwrap();
+    let mut nameless: Value = serde_json::from_str(value).unwrap();
+    let source = nameless["payload"]["source"].as_object_mut().unwrap();
+    assert!(source.remove("table").is_some());
+    lines.push(format!("{key}\t{nameless}"));
     let mut dead = Vec::new();
     for engine in ["wasm", "native"] {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("events.kv");
-        std::fs::write(&input, stream.lines.join("\n") + "\n").unwrap();
+        std::fs::write(&input, lines.join("\n") + "\n").unwrap();
         let cfg = config(
             dir.path(),
             &input,
@@ -691,7 +698,12 @@ fn the_native_smartmodule_engine_lands_what_the_wasm_lands() {
             assert_eq!(duck, want, "DuckDB, {table}, {engine}");
         }
         let letters = dead_letters(dir.path());
-        assert_eq!(letters.len(), stream.bad.len(), "{engine}");
+        assert_eq!(letters.len(), stream.bad.len() + 1, "{engine}");
+        let last = &letters[letters.len() - 1];
+        assert!(
+            last.to_string().contains("names no source table"),
+            "{engine}: {last}"
+        );
         dead.push(letters);
     }
     assert_eq!(

@@ -190,7 +190,7 @@ fn default_max_records() -> usize {
     100_000
 }
 fn default_max_bytes() -> ByteSize {
-    ByteSize(64 << 20)
+    ByteSize(256 << 20)
 }
 fn default_interval_ms() -> u64 {
     1000
