@@ -446,7 +446,7 @@ fn finish(
             match (image, &row_schema) {
                 (Some(row), Some(row_schema)) => row_schema
                     .schema
-                    .normalize_struct(&row)
+                    .normalize_struct(row)
                     .map(Some)
                     .map_err(|source| BadMessage::Value {
                         image: name,
@@ -552,7 +552,7 @@ fn resolve_key(
                 return match schema {
                     Some(schema) => {
                         schema
-                            .normalize_struct(&fields)
+                            .normalize_struct(fields)
                             .map_err(|source| BadMessage::Value {
                                 image: "key",
                                 source,

@@ -157,12 +157,21 @@ impl ConnectSchema {
 
     /// Normalizes one value of this schema to the form the CDC record promises.
     pub fn normalize(&self, value: &Value) -> Result<Value, ValueError> {
+        let mut out = value.clone();
+        self.normalize_in_place(&mut out)?;
+        Ok(out)
+    }
+
+    /// [`ConnectSchema::normalize`] in place: what passes as it is stays where it is (not a
+    /// copy), what converts is replaced.
+    pub fn normalize_in_place(&self, value: &mut Value) -> Result<(), ValueError> {
         if value.is_null() {
-            return Ok(Value::Null);
+            return Ok(());
         }
         if let Some(name) = self.logical() {
             if let Some(v) = self.normalize_logical(name, value)? {
-                return Ok(v);
+                *value = v;
+                return Ok(());
             }
         }
         match self.ty.as_str() {
@@ -177,51 +186,58 @@ impl ConnectSchema {
             "bytes" => {
                 let text = as_str(value, "base64 bytes")?;
                 logical::decode_base64(text)?;
-                Ok(value.clone())
+                Ok(())
             }
             "array" => {
-                let items = value.as_array().ok_or_else(|| kind("an array", value))?;
+                let items = match value {
+                    Value::Array(items) => items,
+                    other => return Err(kind("an array", other)),
+                };
                 match self.items.as_deref() {
                     Some(item_schema) => items
-                        .iter()
-                        .map(|v| item_schema.normalize(v))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map(Value::Array),
-                    None => Ok(value.clone()),
+                        .iter_mut()
+                        .try_for_each(|v| item_schema.normalize_in_place(v)),
+                    None => Ok(()),
                 }
             }
-            "map" => match self.values.as_deref() {
-                Some(values) if value.is_object() => {
-                    let mut out = Map::new();
-                    for (k, v) in value.as_object().into_iter().flatten() {
-                        out.insert(k.clone(), values.normalize(v)?);
-                    }
-                    Ok(Value::Object(out))
-                }
+            "map" => match (self.values.as_deref(), value) {
+                (Some(values), Value::Object(entries)) => entries
+                    .values_mut()
+                    .try_for_each(|v| values.normalize_in_place(v)),
                 // Connect writes maps with non-string keys as [[k, v], ...]
-                _ => Ok(value.clone()),
+                _ => Ok(()),
             },
-            "struct" => {
-                let obj = value.as_object().ok_or_else(|| kind("an object", value))?;
-                self.normalize_struct(obj).map(Value::Object)
-            }
+            "struct" => match value {
+                Value::Object(obj) => {
+                    *obj = self.normalize_struct(std::mem::take(obj))?;
+                    Ok(())
+                }
+                other => Err(kind("an object", other)),
+            },
             other => Err(ValueError::UnknownType(other.to_owned())),
         }
     }
 
     /// Normalizes every field of a struct value; fields the schema does not name pass as
-    /// they are.
+    /// they are. The names and values move into a map of the struct's size (the parser's
+    /// has room to spare, and a batch holds tens of thousands of these). A value's field is
+    /// looked for at its own place first: Debezium writes them in the schema's order.
     pub fn normalize_struct(
         &self,
-        obj: &Map<String, Value>,
+        obj: Map<String, Value>,
     ) -> Result<Map<String, Value>, ValueError> {
         let mut out = Map::with_capacity(obj.len());
-        for (name, v) in obj {
-            let normalized = match self.field(name) {
-                Some(schema) => schema.normalize(v).map_err(|e| in_column(name, e))?,
-                None => v.clone(),
+        for (at, (name, mut v)) in obj.into_iter().enumerate() {
+            let field = match self.fields.get(at) {
+                Some(f) if f.field.as_deref() == Some(name.as_str()) => Some(f),
+                _ => self.field(&name),
             };
-            out.insert(name.clone(), normalized);
+            if let Some(schema) = field {
+                schema
+                    .normalize_in_place(&mut v)
+                    .map_err(|e| in_column(&name, e))?;
+            }
+            out.insert(name, v);
         }
         Ok(out)
     }
@@ -307,9 +323,9 @@ fn expect(
     value: &Value,
     expected: &'static str,
     ok: impl Fn(&Value) -> bool,
-) -> Result<Value, ValueError> {
+) -> Result<(), ValueError> {
     if ok(value) {
-        Ok(value.clone())
+        Ok(())
     } else {
         Err(kind(expected, value))
     }

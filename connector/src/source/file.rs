@@ -28,7 +28,12 @@ impl LineFormat {
 
 /// Splits one line into a record. A `key-value` line without a tab is a defect (the whole
 /// line goes to the dead letters): a silently keyless record would lose its primary key.
-pub fn parse_line(line: &[u8], offset: i64, format: LineFormat) -> SourceRecord {
+pub fn parse_line(
+    line: &[u8],
+    partition: &Partition,
+    offset: i64,
+    format: LineFormat,
+) -> SourceRecord {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let (key, value, defect) = match format {
         LineFormat::Value => (None, line, None),
@@ -49,7 +54,7 @@ pub fn parse_line(line: &[u8], offset: i64, format: LineFormat) -> SourceRecord 
         },
     };
     SourceRecord {
-        partition: Partition::fluvio(0),
+        partition: partition.clone(),
         offset,
         key,
         value: value.to_vec(),
@@ -60,6 +65,8 @@ pub fn parse_line(line: &[u8], offset: i64, format: LineFormat) -> SourceRecord 
 /// Reads lines on demand.
 pub struct FileSource {
     input: Box<dyn BufRead + Send>,
+    /// What every record's partition is (one, shared).
+    partition: Partition,
     format: LineFormat,
     next: i64,
     done: bool,
@@ -76,6 +83,7 @@ impl FileSource {
         };
         let mut source = FileSource {
             input,
+            partition: Partition::fluvio(0),
             format,
             next: 0,
             done: false,
@@ -107,7 +115,7 @@ impl FileSource {
                 break;
             }
             let body = line.strip_suffix(b"\n").unwrap_or(&line);
-            out.push(parse_line(body, self.next, self.format));
+            out.push(parse_line(body, &self.partition, self.next, self.format));
             self.next += 1;
         }
         Ok(out)
