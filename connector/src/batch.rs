@@ -280,29 +280,6 @@ impl Batches {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn released_batches_are_freed_off_the_run_loop() {
-        struct Freed(std::sync::mpsc::Sender<Option<String>>);
-        impl Drop for Freed {
-            fn drop(&mut self) {
-                let on = std::thread::current().name().map(str::to_owned);
-                let _ = self.0.send(on);
-            }
-        }
-        let release = Release::spawn();
-        let (tx, rx) = std::sync::mpsc::channel();
-        for _ in 0..50 {
-            release.release(Freed(tx.clone()));
-        }
-        drop(tx);
-        let on: Vec<Option<String>> = rx.iter().take(50).collect();
-        assert_eq!(on.len(), 50, "every batch is freed");
-        assert!(
-            on.iter().any(|t| t.as_deref() == Some("batch-release")),
-            "{on:?}"
-        );
-    }
-
     use super::*;
 
     fn p0() -> Partition {
@@ -444,5 +421,28 @@ mod tests {
         b.hold(&t("c"), &p0(), 9);
         assert_eq!(b.waiting(Some(&t("c"))), BTreeMap::from([(p0(), 8)]));
         assert_eq!(b.waiting(None), BTreeMap::from([(p0(), 8)]));
+    }
+
+    #[test]
+    fn released_batches_are_freed_off_the_run_loop() {
+        struct Freed(std::sync::mpsc::Sender<Option<String>>);
+        impl Drop for Freed {
+            fn drop(&mut self) {
+                let on = std::thread::current().name().map(str::to_owned);
+                let _ = self.0.send(on);
+            }
+        }
+        let release = Release::spawn();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..50 {
+            release.release(Freed(tx.clone()));
+        }
+        drop(tx);
+        let on: Vec<Option<String>> = rx.iter().take(50).collect();
+        assert_eq!(on.len(), 50, "every batch is freed");
+        assert!(
+            on.iter().any(|t| t.as_deref() == Some("batch-release")),
+            "{on:?}"
+        );
     }
 }

@@ -15,7 +15,7 @@ use crate::route::{route_record, Routed};
 use crate::source::{Partition, Revocation, Source};
 use crate::stats::{Progress, Stats};
 use crate::tables::{Admission, Tables};
-use crate::transform::{Arrival, Decoded, Transformed};
+use crate::transform::{written, Arrival, Decoded, Transformed};
 use anyhow::{anyhow, Context, Result};
 use debezium_cdc::record::{CdcRecord, ChangeRecord};
 use iceberg::TableIdent;
@@ -366,14 +366,9 @@ impl Sink {
     }
 }
 
-/// What a dead letter of `change` carries: the chain's output as it came, or, for a change
-/// the native chain handed on without writing it, what the `.wasm` writes for it.
+/// What a dead letter of `change` carries: its JSON ([`written`]).
 fn payload<'a>(value: &'a [u8], change: &ChangeRecord) -> Cow<'a, [u8]> {
-    if value.is_empty() {
-        Cow::Owned(debezium_cdc::to_json(&CdcRecord::Change(Box::new(
-            change.clone(),
-        ))))
-    } else {
-        Cow::Borrowed(value)
-    }
+    written(value, || {
+        debezium_cdc::to_json(&CdcRecord::Change(Box::new(change.clone())))
+    })
 }

@@ -188,7 +188,7 @@ impl Chain {
                             transformer.process(r.key.as_deref(), &r.value, Some(r.offset))?;
                         Some(Emitted {
                             offset: r.offset,
-                            bytes: bytes_of(std::slice::from_ref(r)),
+                            bytes: record_bytes(r),
                             value: Vec::new(),
                             record: Some(record),
                         })
@@ -261,7 +261,7 @@ fn wasm_call(
             let from = usize::try_from(delta).ok().and_then(|d| call.get(d));
             Emitted {
                 offset: base + delta,
-                bytes: from.map_or(0, |r| bytes_of(std::slice::from_ref(r))),
+                bytes: from.map_or(0, record_bytes),
                 value: r.value().as_ref().to_vec(),
                 record: None,
             }
@@ -286,20 +286,15 @@ impl Emitted {
     fn untransformed(r: SourceRecord) -> Emitted {
         Emitted {
             offset: r.offset,
-            bytes: bytes_of(std::slice::from_ref(&r)),
+            bytes: record_bytes(&r),
             value: r.value,
             record: None,
         }
     }
 
-    /// Its JSON: as the chain wrote it, or, from the native chain, what the `.wasm` writes
-    /// for `record` (what [`Emitted::decode`] gave).
+    /// Its JSON (see [`written`]); `record` is what [`Emitted::decode`] gave.
     fn written(&self, record: &CdcRecord) -> Cow<'_, [u8]> {
-        if self.value.is_empty() {
-            Cow::Owned(debezium_cdc::to_json(record))
-        } else {
-            Cow::Borrowed(&self.value)
-        }
+        written(&self.value, || debezium_cdc::to_json(record))
     }
 
     /// The CDC record, or why the output is not one.
@@ -313,12 +308,24 @@ impl Emitted {
     }
 }
 
+/// An output record's JSON: `value` as the chain wrote it, or, when the native chain handed
+/// the record on unwritten (`value` empty), what the `.wasm` writes for it (`write`).
+pub fn written(value: &[u8], write: impl FnOnce() -> Vec<u8>) -> Cow<'_, [u8]> {
+    if value.is_empty() {
+        Cow::Owned(write())
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
+/// Bytes of a record's key and value.
+fn record_bytes(r: &SourceRecord) -> usize {
+    r.value.len() + r.key.as_ref().map_or(0, |k| k.len())
+}
+
 /// Bytes of a chunk's keys and values.
 fn bytes_of(records: &[SourceRecord]) -> usize {
-    records
-        .iter()
-        .map(|r| r.value.len() + r.key.as_ref().map_or(0, |k| k.len()))
-        .sum()
+    records.iter().map(record_bytes).sum()
 }
 
 /// What reaches the run loop from the transform stage, in the order the source produced it.

@@ -230,42 +230,36 @@ pub fn array<V: Borrow<Value>>(
 /// always does here; whether the column takes nulls is the caller's question), without
 /// building an array.
 pub fn convertible(name: &str, data_type: &DataType, v: &Value) -> Result<(), MergeError> {
-    if v.is_null() {
-        return match data_type {
-            DataType::Decimal128(p, s) => decimal_type(name, *p, *s),
-            DataType::Timestamp(TimeUnit::Microsecond, _)
-            | DataType::Time64(TimeUnit::Microsecond) => Ok(()),
-            DataType::Boolean
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::Float32
-            | DataType::Float64
-            | DataType::Utf8
-            | DataType::Binary
-            | DataType::LargeBinary
-            | DataType::FixedSizeBinary(16)
-            | DataType::Date32 => Ok(()),
-            other => Err(unsupported(name, other)),
-        };
-    }
     match data_type {
-        DataType::Boolean => to_bool(name, v).map(drop),
-        DataType::Int32 => to_i32(name, v).map(drop),
-        DataType::Int64 => to_i64(name, v).map(drop),
-        DataType::Float32 | DataType::Float64 => to_f64(name, v).map(drop),
+        DataType::Boolean => unless_null(v, |v| to_bool(name, v)),
+        DataType::Int32 => unless_null(v, |v| to_i32(name, v)),
+        DataType::Int64 => unless_null(v, |v| to_i64(name, v)),
+        DataType::Float32 | DataType::Float64 => unless_null(v, |v| to_f64(name, v)),
         DataType::Utf8 => Ok(()),
-        DataType::Binary | DataType::LargeBinary => to_bytes(name, v).map(drop),
-        DataType::FixedSizeBinary(16) => to_uuid(name, v).map(drop),
+        DataType::Binary | DataType::LargeBinary => unless_null(v, |v| to_bytes(name, v)),
+        DataType::FixedSizeBinary(16) => unless_null(v, |v| to_uuid(name, v)),
         DataType::Decimal128(p, s) => {
             decimal_type(name, *p, *s)?;
-            to_decimal(name, v, *p, *s).map(drop)
+            unless_null(v, |v| to_decimal(name, v, *p, *s))
         }
-        DataType::Date32 => to_date(name, v).map(drop),
-        DataType::Time64(TimeUnit::Microsecond) => to_time(name, v).map(drop),
+        DataType::Date32 => unless_null(v, |v| to_date(name, v)),
+        DataType::Time64(TimeUnit::Microsecond) => unless_null(v, |v| to_time(name, v)),
         DataType::Timestamp(TimeUnit::Microsecond, tz) => {
-            to_timestamp(name, v, tz.is_some()).map(drop)
+            unless_null(v, |v| to_timestamp(name, v, tz.is_some()))
         }
         other => Err(unsupported(name, other)),
+    }
+}
+
+/// A converter's verdict on a value; a null passes (as `array` appends it).
+fn unless_null<T>(
+    v: &Value,
+    convert: impl FnOnce(&Value) -> Result<T, MergeError>,
+) -> Result<(), MergeError> {
+    if v.is_null() {
+        Ok(())
+    } else {
+        convert(v).map(drop)
     }
 }
 
