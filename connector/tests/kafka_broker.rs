@@ -88,6 +88,36 @@ fn debezium_topics_through_a_real_broker_exactly_once_across_kill_nine() {
     check(dir.path(), &stream);
 }
 
+/// The group's offsets are monitoring only (never read back), committed after the table
+/// commits that make them durable: once every message is in the tables, the group holds each
+/// partition's end, as any lag monitor reads it.
+#[test]
+fn the_group_offsets_reach_the_end_once_the_tables_hold_everything() {
+    let _serial = BROKER.lock().unwrap_or_else(|p| p.into_inner());
+    let broker = Broker::from_env();
+    let server = broker.new_server("lag");
+    let dir = tempfile::tempdir().unwrap();
+    let stream = stream(3000, 24);
+    let ends = produce(&broker.bootstrap, &server, &stream);
+    let cfg = config(dir.path(), &broker.bootstrap, &server);
+    let mut child = start(&cfg);
+    wait_until_durable(dir.path(), &ends, &mut child);
+    let partitions: Vec<String> = ends.keys().cloned().collect();
+    let group = format!("{server}-iceberg");
+    let started = std::time::Instant::now();
+    let mut held = group_offsets(&broker.bootstrap, &group, &partitions);
+    while held != ends && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(300));
+        held = group_offsets(&broker.bootstrap, &group, &partitions);
+    }
+    stop(child);
+    assert_eq!(
+        held, ends,
+        "the group's offsets against each partition's end"
+    );
+    check(dir.path(), &stream);
+}
+
 #[test]
 fn debezium_topics_through_a_real_broker_with_the_broker_stopped_for_twenty_seconds() {
     let _serial = BROKER.lock().unwrap_or_else(|p| p.into_inner());

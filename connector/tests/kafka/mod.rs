@@ -340,3 +340,32 @@ pub fn produce_where(
     producer.flush(Duration::from_secs(30)).unwrap();
     counts
 }
+
+/// The offsets the consumer group `group` holds for `partitions` (`topic/n` names), as
+/// another client of the group reads them; a partition without one is left out.
+pub fn group_offsets(bootstrap: &str, group: &str, partitions: &[String]) -> BTreeMap<String, i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for name in partitions {
+        let (topic, n) = name.rsplit_once('/').unwrap();
+        tpl.add_partition(topic, n.parse().unwrap());
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((format!("{}/{}", e.topic(), e.partition()), o)),
+            _ => None,
+        })
+        .collect()
+}

@@ -332,8 +332,15 @@ fn poll_loop(
 ) {
     let mut committed: BTreeMap<Partition, i64> = BTreeMap::new();
     let mut last_error: Option<(String, Instant)> = None;
+    let mut names = PartitionNames::default();
+    let mut commit_checked = Instant::now();
     while !stop.load(Ordering::SeqCst) {
-        commit_durable(&consumer, &durable, &mut committed, CommitMode::Async);
+        // a look at the durable offsets asks librdkafka's main thread for the assignment:
+        // not once per message (that thread was as busy as this one), a few times a second
+        if commit_checked.elapsed() >= COMMIT_EVERY {
+            commit_durable(&consumer, &durable, &mut committed, CommitMode::Async);
+            commit_checked = Instant::now();
+        }
         if let Some(d) = discovery.as_mut().filter(|d| d.due()) {
             if let Err(e) = d.run(&consumer, &shared) {
                 tracing::warn!(error = %e, "looking for new Kafka topics and partitions (retrying)");
@@ -341,7 +348,7 @@ fn poll_loop(
         }
         let polled = consumer
             .poll(Duration::from_millis(100))
-            .map(|r| r.map(|m| (Partition::kafka(m.topic(), m.partition()), m)));
+            .map(|r| r.map(|m| (names.of(m.topic(), m.partition()), m)));
         match polled {
             None => {}
             Some(Ok((p, _))) if shared.is_revoked(&p) => {}
@@ -406,6 +413,29 @@ fn poll_loop(
     }
 }
 
+/// How often the polling thread commits the durable offsets that moved to the group.
+const COMMIT_EVERY: Duration = Duration::from_millis(200);
+
+/// The partition of the message just polled: the one before it, mostly (a name is made
+/// only when the topic or the partition changes).
+#[derive(Default)]
+struct PartitionNames {
+    last: Option<(String, i32, Partition)>,
+}
+
+impl PartitionNames {
+    fn of(&mut self, topic: &str, partition: i32) -> Partition {
+        match &self.last {
+            Some((t, n, p)) if t == topic && *n == partition => p.clone(),
+            _ => {
+                let p = Partition::kafka(topic, partition);
+                self.last = Some((topic.to_owned(), partition, p.clone()));
+                p
+            }
+        }
+    }
+}
+
 /// How long a stopping source waits for its polling thread and consumer to finish.
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
@@ -419,17 +449,26 @@ fn commit_durable(
     committed: &mut BTreeMap<Partition, i64>,
     mode: CommitMode,
 ) {
-    let Ok(durable) = durable.lock().map(|d| d.clone()) else {
+    // what moved since the last commit; the assignment is asked for only then
+    let Ok(changed) = durable.lock().map(|d| {
+        d.iter()
+            .filter(|(p, w)| committed.get(*p) != Some(*w))
+            .map(|(p, w)| (p.clone(), *w))
+            .collect::<Vec<_>>()
+    }) else {
         return;
     };
+    if changed.is_empty() {
+        return;
+    }
     let assigned: Vec<Partition> = consumer
         .assignment()
         .map(|tpl| partitions_of(&tpl))
         .unwrap_or_default();
     let mut tpl = TopicPartitionList::new();
     let mut moved = Vec::new();
-    for (p, &w) in &durable {
-        if committed.get(p) == Some(&w) || !assigned.contains(p) {
+    for (p, w) in changed {
+        if !assigned.contains(&p) {
             continue;
         }
         if let Some((topic, n)) = p.kafka_parts() {
