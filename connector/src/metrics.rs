@@ -209,7 +209,7 @@ impl Metrics {
              updated with the progress line", Family::default()),
             table_paused: register(r, "table_paused", "1 while the table is paused (its changes go to the dead-letter destination)", Family::default()),
             key_index_keys: register(r, "key_index_keys", "Keys in the table's primary-key index: live rows and the tombstones of deleted ones", Family::default()),
-            renewals: register(r, "smartmodule_renewals", "SmartModule instances replaced by fresh ones (every 256 MiB of input)", Counter::default()),
+            renewals: register(r, "smartmodule_renewals", "SmartModule instances replaced by fresh ones (after a call failed on one: its memory limit reached, or a trap)", Counter::default()),
             transformed_bytes: register(r, "smartmodule_bytes_in", "Bytes fed to the SmartModule chain in this process", Counter::default()),
             transformed_records: register(r, "smartmodule_records_out", "Records the SmartModule chain put out in this process", Counter::default()),
             transform_calls: register(r, "smartmodule_invocations", "Calls of the SmartModule chain (one per source chunk)", Counter::default()),

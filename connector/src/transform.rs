@@ -105,35 +105,61 @@ enum Engine {
     Wasm {
         steps: Vec<Step>,
         instance: SmartModuleChainInstance,
-        /// Input bytes the instance has processed.
-        fed: usize,
+        /// The instance's memory limit ([`INSTANCE_MEMORY`]).
+        memory: usize,
     },
     /// The debezium-cdc SmartModule's code, compiled in.
     Native(Box<Transformer>),
 }
 
-/// Input bytes after which the chain gets a fresh instance. A WebAssembly instance's memory
-/// never shrinks, and the SmartModule's input decoding leaves it fragmented: measured, an
-/// instance fed ~2 GB of Debezium messages with schemas reached the engine's 1 GB memory
-/// limit and failed. A fresh instance every 64 MiB keeps it small (instantiating takes a
-/// few milliseconds; only the counts of dropped records a module had not reported yet are
-/// lost): the quick benchmark's peak RSS fell from 528 to 472 MB against every 256 MiB, at
-/// the same speed.
-const RENEW_AFTER_BYTES: usize = 64 << 20;
+/// The most linear memory one instance may have. The instance's memory grows to what its
+/// largest call needed and never shrinks; a module that leaks (what Fluvio's
+/// `#[smartmodule(filter_map)]` generates leaks each call's output: ours no longer uses it)
+/// reaches this, its call fails, and the call is tried once more on a fresh instance.
+const INSTANCE_MEMORY: usize = 256 << 20;
 
-/// Records per call into the `.wasm`: the instance's memory grows to what one call needs
-/// (the input, its decoded records, the output and its encoding) and stays there. The
-/// sources' chunks ([`crate::source::CHUNK`]) are smaller; this bounds any caller's.
+/// Records and bytes per call into the `.wasm` (at least one record): what one call needs
+/// (the input, its decoded records, the output and its encoding) stays a small part of
+/// [`INSTANCE_MEMORY`]. The sources' chunks ([`crate::source::CHUNK`]) are smaller; this
+/// bounds any caller's.
 const RECORDS_PER_CALL: usize = 500;
+const BYTES_PER_CALL: usize = 4 << 20;
+
+/// `batch` cut into calls of at most [`RECORDS_PER_CALL`] records and [`BYTES_PER_CALL`]
+/// bytes, a record larger than that in a call of its own.
+fn calls(batch: &[SourceRecord]) -> Vec<&[SourceRecord]> {
+    let mut out = Vec::new();
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let mut bytes = 0;
+        let mut n = 0;
+        while n < rest.len() && n < RECORDS_PER_CALL {
+            bytes += record_bytes(&rest[n]);
+            if n > 0 && bytes > BYTES_PER_CALL {
+                break;
+            }
+            n += 1;
+        }
+        let (call, tail) = rest.split_at(n);
+        out.push(call);
+        rest = tail;
+    }
+    out
+}
 
 impl Chain {
     /// Loads and initializes every step; a module that refuses its params fails here.
     pub fn new(steps: &[Step], metrics: Metrics) -> Result<Chain> {
+        Chain::with_memory(steps, metrics, INSTANCE_MEMORY)
+    }
+
+    /// [`Chain::new`] with instances of at most `memory` bytes of linear memory.
+    fn with_memory(steps: &[Step], metrics: Metrics, memory: usize) -> Result<Chain> {
         Ok(Chain {
             engine: Engine::Wasm {
                 steps: steps.to_vec(),
-                instance: Chain::instantiate(steps)?,
-                fed: 0,
+                instance: Chain::instantiate(steps, memory)?,
+                memory,
             },
             metrics,
         })
@@ -156,8 +182,9 @@ impl Chain {
         })
     }
 
-    fn instantiate(steps: &[Step]) -> Result<SmartModuleChainInstance> {
+    fn instantiate(steps: &[Step], memory: usize) -> Result<SmartModuleChainInstance> {
         let mut builder = SmartModuleChainBuilder::default();
+        builder.set_store_memory_limit(memory);
         for step in steps {
             let bytes = std::fs::read(&step.wasm)
                 .with_context(|| format!("reading SmartModule {}", step.wasm.display()))?;
@@ -178,7 +205,7 @@ impl Chain {
     pub fn apply(&mut self, batch: &[SourceRecord]) -> Result<Vec<Emitted>> {
         let started = std::time::Instant::now();
         let bytes = bytes_of(batch);
-        let (steps, instance, fed) = match &mut self.engine {
+        let (steps, instance, memory) = match &mut self.engine {
             Engine::Native(transformer) => {
                 // what the .wasm's filter_map does, record by record
                 let out: Vec<Emitted> = batch
@@ -201,18 +228,28 @@ impl Chain {
             Engine::Wasm {
                 steps,
                 instance,
-                fed,
-            } => (steps, instance, fed),
+                memory,
+            } => (steps, instance, *memory),
         };
         let mut out = Vec::with_capacity(batch.len());
-        for call in batch.chunks(RECORDS_PER_CALL) {
-            if *fed > RENEW_AFTER_BYTES {
-                *instance = Chain::instantiate(steps)?;
-                *fed = 0;
-                self.metrics.renewed();
-            }
-            *fed += bytes_of(call);
-            out.extend(wasm_call(instance, call)?);
+        for call in calls(batch) {
+            let emitted = match wasm_call(instance, call) {
+                Ok(emitted) => emitted,
+                Err(failed) => {
+                    // an instance at its memory limit (or trapped) is done: the call once
+                    // more on a fresh one; failing there too, it is the call's own failure
+                    tracing::warn!(
+                        error = format!("{failed:#}"),
+                        "a SmartModule call failed: trying it once more on a fresh instance"
+                    );
+                    *instance = Chain::instantiate(steps, memory)?;
+                    self.metrics.renewed();
+                    wasm_call(instance, call).with_context(|| {
+                        format!("on a fresh instance too (the first time: {failed:#})")
+                    })?
+                }
+            };
+            out.extend(emitted);
         }
         self.metrics
             .transformed(bytes, out.len(), started.elapsed());
@@ -662,6 +699,25 @@ mod tests {
         assert_eq!(lists[1][0].ty, debezium_cdc::record::ColumnType::Int);
     }
 
+    /// The generated stream's lines as one partition's records, offsets from `first`.
+    fn generated(spec: &testkit::stream::Spec, first: i64) -> Vec<SourceRecord> {
+        testkit::stream::generate(spec)
+            .lines
+            .iter()
+            .zip(first..)
+            .map(|(line, offset)| {
+                let (key, value) = line.split_once('\t').unwrap_or(("", line));
+                SourceRecord {
+                    partition: Partition::fluvio(0),
+                    offset,
+                    key: (!key.is_empty()).then(|| key.as_bytes().to_vec()),
+                    value: value.as_bytes().to_vec(),
+                    defect: None,
+                }
+            })
+            .collect()
+    }
+
     #[test]
     fn a_chunk_of_several_wasm_calls_equals_the_native_pass() {
         // with bad messages among them, so some inputs give no output and others an error
@@ -671,22 +727,7 @@ mod tests {
             bad_every: Some(97),
             ..Default::default()
         };
-        let partition = Partition::fluvio(0);
-        let chunk: Vec<SourceRecord> = testkit::stream::generate(&spec)
-            .lines
-            .iter()
-            .enumerate()
-            .map(|(i, line)| {
-                let (key, value) = line.split_once('\t').unwrap_or(("", line));
-                SourceRecord {
-                    partition: partition.clone(),
-                    offset: 1000 + i as i64,
-                    key: (!key.is_empty()).then(|| key.as_bytes().to_vec()),
-                    value: value.as_bytes().to_vec(),
-                    defect: None,
-                }
-            })
-            .collect();
+        let chunk = generated(&spec, 1000);
         assert!(chunk.len() > 2 * RECORDS_PER_CALL);
         let step = Step {
             name: SMARTMODULE_NAME.into(),
@@ -724,5 +765,109 @@ mod tests {
             r.1 == from.value.len() + from.key.as_ref().map_or(0, Vec::len)
         }));
         assert_eq!(wasm, native);
+    }
+
+    /// `count` source records of `bytes` bytes each (offsets from 0).
+    fn sized(count: usize, bytes: usize) -> Vec<SourceRecord> {
+        (0..count)
+            .map(|i| SourceRecord {
+                partition: Partition::fluvio(0),
+                offset: i as i64,
+                key: None,
+                value: vec![b' '; bytes],
+                defect: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn calls_hold_at_most_their_records_and_bytes_a_large_record_alone() {
+        let lengths = |records: &[SourceRecord]| -> Vec<usize> {
+            calls(records).iter().map(|c| c.len()).collect()
+        };
+        assert!(calls(&[]).is_empty());
+        assert_eq!(lengths(&sized(1200, 10)), [500, 500, 200]);
+        // 1 MiB each: four to a call
+        assert_eq!(lengths(&sized(9, 1 << 20)), [4, 4, 1]);
+        let mut mixed = sized(3, 100);
+        mixed.extend(sized(1, BYTES_PER_CALL + 1));
+        mixed.extend(sized(2, 100));
+        assert_eq!(lengths(&mixed), [3, 1, 2]);
+        let offsets: Vec<i64> = calls(&mixed).concat().iter().map(|r| r.offset).collect();
+        let whole: Vec<i64> = mixed.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, whole, "every record once, in order");
+    }
+
+    fn renewals(metrics: &Metrics) -> u64 {
+        let text = metrics.encode();
+        text.lines()
+            .find_map(|l| l.strip_prefix("iceberg_cdc_smartmodule_renewals_total "))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("the renewals counter")
+    }
+
+    fn our_step() -> Step {
+        Step {
+            name: SMARTMODULE_NAME.into(),
+            wasm: testkit::wasm_path(),
+            params: BTreeMap::new(),
+        }
+    }
+
+    /// The engine never frees a call's output in the module's memory; the module writes each
+    /// call's output where the previous call's was. Fed ~80 MB of Debezium messages, one
+    /// instance stays within 32 MiB (a module that leaked its outputs, as the generated
+    /// `filter_map` does, leaks ~30 MB of it and is replaced), and its output stays the
+    /// native engine's.
+    #[test]
+    fn one_instance_takes_a_long_stream_in_bounded_memory() {
+        let spec = testkit::stream::Spec {
+            events: 2000,
+            keys: 500,
+            ..Default::default()
+        };
+        let chunk = generated(&spec, 0);
+        let step = our_step();
+        let metrics = Metrics::new();
+        let mut wasm = Chain::with_memory(std::slice::from_ref(&step), metrics.clone(), 32 << 20)
+            .expect("the .wasm (smartmodule/build-wasm.sh)");
+        let mut native = Chain::native(&step, Metrics::new()).expect("the native engine");
+        let mut fed = 0;
+        while fed < 80_000_000 {
+            let from_wasm = wasm.apply(&chunk).expect("the .wasm chain");
+            let from_native = native.apply(&chunk).expect("the native chain");
+            assert_eq!(from_wasm.len(), from_native.len());
+            let wasm_records: Vec<CdcRecord> = from_wasm
+                .into_iter()
+                .map(|mut r| r.decode().expect("a CDC record"))
+                .collect();
+            let native_records: Vec<CdcRecord> = from_native
+                .into_iter()
+                .map(|mut r| r.decode().expect("a CDC record"))
+                .collect();
+            assert_eq!(wasm_records, native_records);
+            fed += bytes_of(&chunk);
+        }
+        assert_eq!(renewals(&metrics), 0, "the instance was replaced");
+    }
+
+    /// A call that cannot fit an instance's memory fails on a fresh instance too, named as
+    /// such; the chain takes the next call on that fresh instance.
+    #[test]
+    fn a_call_beyond_the_memory_limit_fails_after_one_fresh_try() {
+        let metrics = Metrics::new();
+        let mut chain = Chain::with_memory(&[our_step()], metrics.clone(), 16 << 20)
+            .expect("the .wasm (smartmodule/build-wasm.sh)");
+        let huge = sized(1, 24 << 20);
+        let err = chain.apply(&huge).err().expect("a call beyond the limit");
+        assert!(
+            format!("{err:#}").contains("on a fresh instance too"),
+            "{err:#}"
+        );
+        assert_eq!(renewals(&metrics), 1);
+        // blank values are tombstones: no output, and no failure
+        let out = chain.apply(&sized(10, 100)).expect("the next call");
+        assert!(out.is_empty());
+        assert_eq!(renewals(&metrics), 1);
     }
 }
