@@ -8,6 +8,7 @@ use crate::dead_letter::DeadLetterReason;
 use anyhow::{anyhow, bail, Result};
 use debezium_cdc::record::{CdcRecord, ChangeRecord, Op, SourceTable};
 use iceberg::TableIdent;
+use std::collections::HashMap;
 
 /// Where one record goes.
 #[derive(Debug)]
@@ -23,19 +24,50 @@ pub enum Routed {
     Unroutable(Box<ChangeRecord>, String),
 }
 
-/// Routes one decoded output record of the transform stage.
-pub fn route_record(tables: &TablesSection, record: Result<CdcRecord, String>) -> Routed {
-    let change = match record {
-        Err(reason) => return Routed::DeadLetter(DeadLetterReason::Unroutable, reason),
-        Ok(CdcRecord::Error(e)) => return Routed::DeadLetter(DeadLetterReason::Refused, e.reason),
-        Ok(CdcRecord::Change(c)) => c,
-    };
-    if change.op == Op::Message {
-        return Routed::Nothing;
+/// The tables of the sources seen, so that each change is not routed anew (templates filled,
+/// names split and checked): a stream carries a few tables, each of them many times. The
+/// `tables` section is fixed for a run; past [`Routes::LIMIT`] sources it starts over.
+#[derive(Debug, Default)]
+pub struct Routes {
+    known: HashMap<SourceTable, TableIdent>,
+}
+
+impl Routes {
+    pub const LIMIT: usize = 4096;
+
+    /// Routes one decoded output record of the transform stage.
+    pub fn route_record(
+        &mut self,
+        tables: &TablesSection,
+        record: Result<CdcRecord, String>,
+    ) -> Routed {
+        let change = match record {
+            Err(reason) => return Routed::DeadLetter(DeadLetterReason::Unroutable, reason),
+            Ok(CdcRecord::Error(e)) => {
+                return Routed::DeadLetter(DeadLetterReason::Refused, e.reason)
+            }
+            Ok(CdcRecord::Change(c)) => c,
+        };
+        if change.op == Op::Message {
+            return Routed::Nothing;
+        }
+        match self.route(tables, &change.source) {
+            Ok(ident) => Routed::Change(ident, change),
+            Err(e) => Routed::Unroutable(change, format!("{e:#}")),
+        }
     }
-    match route(tables, &change.source) {
-        Ok(ident) => Routed::Change(ident, change),
-        Err(e) => Routed::Unroutable(change, format!("{e:#}")),
+
+    /// [`route`], remembered.
+    pub fn route(&mut self, tables: &TablesSection, source: &SourceTable) -> Result<TableIdent> {
+        if let Some(ident) = self.known.get(source) {
+            return Ok(ident.clone());
+        }
+        let ident = route(tables, source)?;
+        if self.known.len() >= Self::LIMIT {
+            self.known.clear();
+        }
+        self.known.insert(source.clone(), ident.clone());
+        Ok(ident)
     }
 }
 
@@ -111,7 +143,8 @@ mod tests {
     #[test]
     fn records_that_go_nowhere() {
         let t = TablesSection::default();
-        let refused = route_record(&t, Err("not a CDC record: eof".into()));
+        let mut routes = Routes::default();
+        let refused = routes.route_record(&t, Err("not a CDC record: eof".into()));
         assert!(
             matches!(refused, Routed::DeadLetter(DeadLetterReason::Unroutable, r) if r.contains("eof"))
         );
@@ -120,7 +153,7 @@ mod tests {
         }))
         .unwrap();
         assert!(
-            matches!(route_record(&t, Ok(error)), Routed::DeadLetter(DeadLetterReason::Refused, r) if r == "bad decimal")
+            matches!(routes.route_record(&t, Ok(error)), Routed::DeadLetter(DeadLetterReason::Refused, r) if r == "bad decimal")
         );
         let change = |op: &str, table: Option<&str>| -> CdcRecord {
             serde_json::from_value(serde_json::json!({
@@ -131,10 +164,10 @@ mod tests {
             .unwrap()
         };
         assert!(matches!(
-            route_record(&t, Ok(change("m", Some("orders")))),
+            routes.route_record(&t, Ok(change("m", Some("orders")))),
             Routed::Nothing
         ));
-        match route_record(&t, Ok(change("c", Some("orders")))) {
+        match routes.route_record(&t, Ok(change("c", Some("orders")))) {
             Routed::Change(ident, c) => {
                 assert_eq!(ident.to_string(), "public.orders");
                 assert_eq!(c.op, Op::Create);
@@ -142,8 +175,44 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            route_record(&t, Ok(change("c", None))),
+            routes.route_record(&t, Ok(change("c", None))),
             Routed::Unroutable(c, r) if c.op == Op::Create && r.contains("no source table")
         ));
+    }
+
+    #[test]
+    fn a_source_seen_before_goes_where_it_went_and_the_memory_is_bounded() {
+        let mut t = TablesSection {
+            namespace: "lake.{db}".into(),
+            name: "{schema}_{table}".into(),
+            ..TablesSection::default()
+        };
+        t.map
+            .insert("public.orders".into(), "sales.orders_v2".into());
+        let mut routes = Routes::default();
+        let sources: Vec<SourceTable> = (0..Routes::LIMIT + 10)
+            .map(|n| {
+                src(
+                    if n % 2 == 0 { "public" } else { "audit" },
+                    &format!("t{n}"),
+                )
+            })
+            .chain([src("public", "orders"), SourceTable::default()])
+            .collect();
+        for _ in 0..2 {
+            for source in &sources {
+                let remembered = routes.route(&t, source).map(|i| i.to_string());
+                let fresh = route(&t, source).map(|i| i.to_string());
+                assert_eq!(remembered.ok(), fresh.ok(), "{source:?}");
+                assert!(routes.known.len() <= Routes::LIMIT);
+            }
+        }
+        assert_eq!(
+            routes
+                .route(&t, &src("public", "orders"))
+                .unwrap()
+                .to_string(),
+            "sales.orders_v2"
+        );
     }
 }

@@ -11,7 +11,7 @@ use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::ledger::{Ledger, Positions, CONNECTOR_KEY};
 use crate::maintenance::{maintain_table, Schedule};
 use crate::metrics::Metrics;
-use crate::route::{route_record, Routed};
+use crate::route::{Routed, Routes};
 use crate::source::{Partition, Revocation, Source};
 use crate::stats::{Progress, Stats};
 use crate::tables::{Admission, Tables};
@@ -34,6 +34,7 @@ pub struct Sink {
     limits: Limits,
     dead: DeadLetter,
     ledger: Ledger,
+    routes: Routes,
     maintenance: Schedule,
     metrics: Metrics,
     pub stats: Stats,
@@ -63,6 +64,7 @@ impl Sink {
             limits,
             dead,
             ledger,
+            routes: Routes::default(),
             maintenance: Schedule::default(),
             metrics,
             stats: Stats::default(),
@@ -183,7 +185,10 @@ impl Sink {
     /// One output record of the transform stage: route -> admission -> batch.
     async fn take_record(&mut self, p: &Partition, record: Decoded) -> Result<()> {
         let off = record.offset;
-        let (ident, change) = match route_record(&self.config.iceberg.tables, record.record) {
+        let (ident, change) = match self
+            .routes
+            .route_record(&self.config.iceberg.tables, record.record)
+        {
             Routed::Change(ident, change) => (ident, change),
             Routed::Nothing => return Ok(()),
             Routed::DeadLetter(why, reason) => {

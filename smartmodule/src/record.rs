@@ -105,7 +105,7 @@ pub struct ChangeRecord {
 }
 
 /// Where a change came from.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SourceTable {
     /// Debezium's `connector` (`postgresql`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
