@@ -359,9 +359,19 @@ fn debezium(table: &str, op: &str, lsn: u64, row: &[(&str, &str, bool, Value)]) 
 /// `refunds` changes a column's type in a way Iceberg cannot follow and pauses, `orders`
 /// keeps committing beside it; an analyst's table in the same catalog is left alone. Then
 /// the operator lets `refunds` dead-letter what it cannot take, restarts, and it resumes
-/// where it paused.
+/// where it paused. On both engines: the native one writes a paused or rejected change's
+/// JSON only when it dead-letters it.
 #[test]
 fn schema_changes_evolve_one_table_pause_another_and_the_others_keep_flowing() {
+    schema_changes_on("wasm");
+}
+
+#[test]
+fn schema_changes_on_the_native_engine_dead_letter_what_the_wasm_does() {
+    schema_changes_on("native");
+}
+
+fn schema_changes_on(engine: &str) {
     use serde_json::json;
     let dir = tempfile::tempdir().unwrap();
     let uri = format!("sqlite://{}/catalog.db", dir.path().display());
@@ -507,7 +517,11 @@ fn schema_changes_evolve_one_table_pause_another_and_the_others_keep_flowing() {
     ];
     let input = dir.path().join("events.kv");
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
-    let cfg = config(dir.path(), &input, "  batch:\n    max-records: 2\n");
+    let cfg = config(
+        dir.path(),
+        &input,
+        &format!("  smartmodule-engine: {engine}\n  batch:\n    max-records: 2\n"),
+    );
     let out = run(&cfg);
     let log = String::from_utf8_lossy(&out.stderr);
     let paused: Vec<&str> = log.lines().filter(|l| l.contains("table paused")).collect();
@@ -553,6 +567,9 @@ fn schema_changes_evolve_one_table_pause_another_and_the_others_keep_flowing() {
             reason.contains("table public.refunds is paused"),
             "{reason}"
         );
+        // the change itself, as the SmartModule wrote it (the native engine writes it now)
+        assert_eq!(d["record"]["kind"], "change", "{engine}: {d}");
+        assert_eq!(d["record"]["source"]["table"], "refunds", "{engine}: {d}");
     }
 
     // a restart reads the paused table's changes again (they were not counted as applied)
@@ -565,7 +582,7 @@ fn schema_changes_evolve_one_table_pause_another_and_the_others_keep_flowing() {
     let fixed = config(
         dir.path(),
         &input,
-        "  batch:\n    max-records: 2\n  tables:\n    schema-changes-per-table:\n      public.refunds: dead-letter\n",
+        &format!("  smartmodule-engine: {engine}\n  batch:\n    max-records: 2\n  tables:\n    schema-changes-per-table:\n      public.refunds: dead-letter\n"),
     );
     std::fs::remove_file(dir.path().join("dead-letter.jsonl")).unwrap();
     let out = run(&fixed);
@@ -573,6 +590,10 @@ fn schema_changes_evolve_one_table_pause_another_and_the_others_keep_flowing() {
     let dead = dead_letters(dir.path());
     let offsets: Vec<i64> = dead.iter().map(|d| d["offset"].as_i64().unwrap()).collect();
     assert_eq!(offsets, [7, 11], "{dead:?}");
+    assert!(
+        dead.iter().all(|d| d["record"]["kind"] == "change"),
+        "{engine}: {dead:?}"
+    );
     assert!(
         dead[0]["reason"]
             .as_str()
