@@ -20,7 +20,7 @@ use crate::source::file::{FileSource, LineFormat};
 use crate::source::{Chunks, Partition, Revocation, SourceRecord};
 use anyhow::{anyhow, bail, Context, Result};
 use debezium_cdc::params::Settings;
-use debezium_cdc::record::{CdcRecord, Column};
+use debezium_cdc::record::{CdcRecord, Column, ErrorRecord, Original, CONTRACT_VERSION};
 use debezium_cdc::Transformer;
 use fluvio_smartengine::{
     SmartEngine, SmartModuleChainBuilder, SmartModuleChainInstance, SmartModuleConfig,
@@ -231,29 +231,83 @@ impl Chain {
                 memory,
             } => (steps, instance, *memory),
         };
+        let mut fresh = || {
+            self.metrics.renewed();
+            Chain::instantiate(steps, memory)
+        };
         let mut out = Vec::with_capacity(batch.len());
         for call in calls(batch) {
-            let emitted = match wasm_call(instance, call) {
-                Ok(emitted) => emitted,
-                Err(failed) => {
-                    // an instance at its memory limit (or trapped) is done: the call once
-                    // more on a fresh one; failing there too, it is the call's own failure
-                    tracing::warn!(
-                        error = format!("{failed:#}"),
-                        "a SmartModule call failed: trying it once more on a fresh instance"
-                    );
-                    *instance = Chain::instantiate(steps, memory)?;
-                    self.metrics.renewed();
-                    wasm_call(instance, call).with_context(|| {
-                        format!("on a fresh instance too (the first time: {failed:#})")
-                    })?
-                }
-            };
-            out.extend(emitted);
+            out.extend(call_or_refuse(instance, &mut fresh, call)?);
         }
         self.metrics
             .transformed(bytes, out.len(), started.elapsed());
         Ok(out)
+    }
+}
+
+/// One call into the `.wasm` chain, never failing for its records' sake. A call that fails
+/// (the instance at its memory limit, a trap) is tried once more on a `fresh` instance; failing
+/// there too, its records go through one by one, and a record the chain fails on even on a
+/// fresh instance becomes an error record (dead-lettered with its bytes, as the SmartModule's
+/// own are) while the stream goes on. Only failing to make an instance fails.
+fn call_or_refuse(
+    instance: &mut SmartModuleChainInstance,
+    fresh: &mut impl FnMut() -> Result<SmartModuleChainInstance>,
+    call: &[SourceRecord],
+) -> Result<Vec<Emitted>> {
+    let failed = match wasm_call(instance, call) {
+        Ok(emitted) => return Ok(emitted),
+        Err(e) => e,
+    };
+    tracing::warn!(
+        error = format!("{failed:#}"),
+        records = call.len(),
+        "a SmartModule call failed: trying it once more on a fresh instance"
+    );
+    *instance = fresh()?;
+    let again = match wasm_call(instance, call) {
+        Ok(emitted) => return Ok(emitted),
+        Err(e) => e,
+    };
+    match call {
+        [one] => {
+            tracing::error!(
+                offset = one.offset,
+                error = format!("{again:#}"),
+                "the SmartModule chain failed on a record on a fresh instance too: dead-lettered"
+            );
+            *instance = fresh()?;
+            Ok(vec![refused(
+                one,
+                &format!("the SmartModule chain failed on this record, on a fresh instance too: {again:#}"),
+            )])
+        }
+        _ => {
+            let mut out = Vec::with_capacity(call.len());
+            for one in call.chunks(1) {
+                out.extend(call_or_refuse(instance, fresh, one)?);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// An error record for a source record the chain could not process: the reason and the
+/// record's bytes, as the SmartModule writes its own.
+fn refused(r: &SourceRecord, reason: &str) -> Emitted {
+    let error = CdcRecord::Error(ErrorRecord {
+        v: CONTRACT_VERSION,
+        reason: reason.to_owned(),
+        offset: Some(r.offset),
+        key: r.key.as_deref().map(Original::from_bytes),
+        value: Original::from_bytes(&r.value),
+        dropped: BTreeMap::new(),
+    });
+    Emitted {
+        offset: r.offset,
+        bytes: record_bytes(r),
+        value: debezium_cdc::to_json(&error),
+        record: None,
     }
 }
 
@@ -878,24 +932,67 @@ mod tests {
         assert_eq!(renewals(&metrics), 0, "the instance was replaced");
     }
 
-    /// A call that cannot fit an instance's memory fails on a fresh instance too, named as
-    /// such; the chain takes the next call on that fresh instance.
+    /// A record that cannot fit an instance's memory fails on a fresh instance too: it
+    /// becomes an error record carrying its bytes (dead-lettered, as the SmartModule's own
+    /// are), and the records around it come out as the native engine gives them.
     #[test]
-    fn a_call_beyond_the_memory_limit_fails_after_one_fresh_try() {
+    fn a_record_beyond_the_memory_limit_becomes_an_error_record_and_the_rest_flows() {
+        let spec = testkit::stream::Spec {
+            events: 40,
+            keys: 10,
+            ..Default::default()
+        };
+        let mut chunk = generated(&spec, 0);
+        let mut huge = sized(1, 24 << 20);
+        huge[0].offset = 100;
+        huge[0].key = Some(b"{\"id\":7}".to_vec());
+        chunk.extend(huge);
+        chunk.extend(generated(&spec, 101));
         let metrics = Metrics::new();
         let mut chain = Chain::with_memory(&[our_step()], metrics.clone(), 16 << 20)
             .expect("the .wasm (smartmodule/build-wasm.sh)");
-        let huge = sized(1, 24 << 20);
-        let err = chain.apply(&huge).err().expect("a call beyond the limit");
-        assert!(
-            format!("{err:#}").contains("on a fresh instance too"),
-            "{err:#}"
-        );
-        assert_eq!(renewals(&metrics), 1);
-        // blank values are tombstones: no output, and no failure
-        let out = chain.apply(&sized(10, 100)).expect("the next call");
-        assert!(out.is_empty());
-        assert_eq!(renewals(&metrics), 1);
+        let out = chain
+            .apply(&chunk)
+            .expect("no failure for one record's sake");
+        // what the native engine gives for the same records without the huge one
+        let mut without = chunk.clone();
+        without.retain(|r| r.offset != 100);
+        let native = Chain::native(&our_step(), Metrics::new())
+            .expect("the native engine")
+            .apply(&without)
+            .expect("the native chain");
+        let (mut refused, mut rest): (Vec<Emitted>, Vec<Emitted>) =
+            out.into_iter().partition(|r| r.offset == 100);
+        assert_eq!(refused.len(), 1);
+        match refused[0].decode().expect("a CDC record") {
+            CdcRecord::Error(e) => {
+                assert!(e.reason.contains("on a fresh instance too"), "{}", e.reason);
+                assert_eq!(e.offset, Some(100));
+                assert_eq!(e.key, Some(Original::from_bytes(b"{\"id\":7}")));
+                assert_eq!(e.value, Original::from_bytes(&vec![b' '; 24 << 20]));
+            }
+            other => panic!("not an error record: {other:?}"),
+        }
+        // a fresh instance starts its counts of dropped records (tombstones) over
+        let decoded = |out: &mut [Emitted]| -> Vec<(i64, CdcRecord)> {
+            out.iter_mut()
+                .map(|r| {
+                    let mut record = r.decode().expect("a CDC record");
+                    if let CdcRecord::Change(c) = &mut record {
+                        c.dropped.clear();
+                    }
+                    (r.offset, record)
+                })
+                .collect()
+        };
+        let mut native = native;
+        assert_eq!(decoded(&mut rest), decoded(&mut native));
+        assert!(rest.len() > 40);
+        // the instance that failed, then the one the record failed on
+        assert_eq!(renewals(&metrics), 2);
+        let next = chain.apply(&sized(10, 100)).expect("the next call");
+        assert!(next.is_empty(), "blank values are tombstones");
+        assert_eq!(renewals(&metrics), 2);
     }
 
     #[test]
