@@ -718,13 +718,20 @@ fn the_native_smartmodule_engine_lands_what_the_wasm_lands() {
             assert_eq!(py, want, "PyIceberg, {table}, {engine}");
             assert_eq!(duck, want, "DuckDB, {table}, {engine}");
         }
-        let letters = dead_letters(dir.path());
+        let mut letters = dead_letters(dir.path());
         assert_eq!(letters.len(), stream.bad.len() + 1, "{engine}");
         let last = &letters[letters.len() - 1];
         assert!(
             last.to_string().contains("names no source table"),
             "{engine}: {last}"
         );
+        // `dropped` counts what the instance that took the chunk dropped before: which of
+        // the transform workers took which chunk varies from run to run, in either engine
+        for letter in &mut letters {
+            if let Some(record) = letter["record"].as_object_mut() {
+                record.remove("dropped");
+            }
+        }
         dead.push(letters);
     }
     assert_eq!(
