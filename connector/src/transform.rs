@@ -810,11 +810,7 @@ mod tests {
         };
         let chunk = generated(&spec, 1000);
         assert!(chunk.len() > 2 * RECORDS_PER_CALL);
-        let step = Step {
-            name: SMARTMODULE_NAME.into(),
-            wasm: testkit::wasm_path(),
-            params: BTreeMap::new(),
-        };
+        let step = our_step();
         let wasm = Chain::new(std::slice::from_ref(&step), Metrics::new())
             .expect("the .wasm (smartmodule/build-wasm.sh)")
             .apply(&chunk)
