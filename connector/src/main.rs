@@ -4,6 +4,7 @@
 //!
 //! As cdk runs it: `iceberg-cdc-sink --config <file> [--secrets <file>]`.
 
+mod allocator;
 mod batch;
 mod commit;
 mod config;
@@ -27,12 +28,6 @@ use config::{ConnectorConfig, Secrets};
 use source::file::LineFormat;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// mimalloc rather than glibc's malloc: the batches, the key index and the transform workers
-/// allocate from several threads, and glibc's per-thread arenas held ~120 MB more resident
-/// (BENCHMARKS.md, the memory soak).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(version, about = "Debezium change streams into Apache Iceberg tables")]
@@ -195,6 +190,8 @@ const STOP_DEADLINE: Duration = Duration::from_secs(30);
 
 async fn run(config: ConnectorConfig) -> Result<()> {
     tracing::info!("{}", config.describe());
+    let purge_delay_ms = allocator::configure(config.runs_wasm_here());
+    tracing::debug!(purge_delay_ms, "allocator: mimalloc");
     // listening for the stop before anything else: a stop while the tables are opened (their
     // key indexes rebuilt) or the SmartModules compiled ends the process at once, with
     // nothing read and nothing to commit

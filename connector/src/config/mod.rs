@@ -152,6 +152,13 @@ impl ConnectorConfig {
             .unwrap_or(OffsetStart::Beginning)
     }
 
+    /// Whether the connector runs the SmartModule's `.wasm` itself (file and Kafka sources on
+    /// the default engine; with Fluvio the SPU runs it).
+    pub fn runs_wasm_here(&self) -> bool {
+        self.iceberg.source.kind != SourceKind::Fluvio
+            && self.iceberg.smartmodule_engine == SmartModuleEngine::Wasm
+    }
+
     /// One line for the log: what this connector is and reads.
     pub fn describe(&self) -> String {
         let consumer = self.meta.consumer.as_ref();
@@ -829,6 +836,21 @@ iceberg:
             Some(("region".into(), Transform::Identity))
         );
         assert!(parse_partition_by("month(").is_err());
+    }
+
+    #[test]
+    fn the_wasm_runs_here_on_the_file_and_kafka_sources_default_engine() {
+        let file = MINIMAL.replace(
+            "iceberg:\n",
+            "transforms:\n  - uses: cdc-iceberg/debezium-cdc@0.1.0\niceberg:\n  source:\n    type: file\n    path: x\n",
+        );
+        assert!(parse(&file).unwrap().runs_wasm_here());
+        let native = file.replace("iceberg:\n", "iceberg:\n  smartmodule-engine: native\n");
+        assert!(!parse(&native).unwrap().runs_wasm_here());
+        assert!(
+            !parse(MINIMAL).unwrap().runs_wasm_here(),
+            "fluvio: the SPU runs it"
+        );
     }
 
     #[test]

@@ -195,8 +195,10 @@ fn default_max_bytes() -> ByteSize {
 fn default_interval_ms() -> u64 {
     1000
 }
+/// 96 MiB: with 128 MiB the `.wasm` path peaked just past 400 MB on 5M `products` events
+/// (BENCHMARKS.md, bounded memory).
 fn default_max_total_bytes() -> ByteSize {
-    ByteSize(128 << 20)
+    ByteSize(96 << 20)
 }
 
 impl Default for BatchSection {
