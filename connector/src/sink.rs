@@ -320,7 +320,8 @@ impl Sink {
                 self.metrics.refused(&ident.to_string());
                 self.tables.pause(ident, reason);
                 for (record, (p, off)) in batch.records.iter().zip(&batch.positions) {
-                    let value = serde_json::to_vec(record).unwrap_or_default();
+                    // a batch holds changes as decoded: each dead-letters as its JSON
+                    let value = payload(&[], record);
                     self.hold(ident, p, *off, &value).await?;
                 }
             }

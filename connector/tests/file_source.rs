@@ -604,6 +604,97 @@ fn schema_changes_on(engine: &str) {
     assert_eq!(read(dir.path(), "public.items", item_columns).0, items);
 }
 
+/// A table another engine moved on under the connector: between two runs Spark upgrades
+/// `items` to format v3, which our commit does not write. The next run's `items` batch is
+/// refused at commit (no retry makes it fit): the table pauses, says why once, and keeps
+/// what it held; each of its changes is dead-lettered as the change's own JSON, like a
+/// change refused before batching; `orders` keeps committing beside it. On both engines.
+#[test]
+fn a_batch_refused_at_commit_pauses_its_table_dead_letters_its_changes_and_the_others_flow() {
+    refused_at_commit_on("wasm");
+    refused_at_commit_on("native");
+}
+
+fn refused_at_commit_on(engine: &str) {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let item = |id: i64, name: &str| {
+        vec![
+            ("id", "int32", false, json!(id)),
+            ("name", "string", true, json!(name)),
+        ]
+    };
+    let order = |id: i64, total: i64| {
+        vec![
+            ("id", "int32", false, json!(id)),
+            ("total", "int64", true, json!(total)),
+        ]
+    };
+    let mut lines = vec![
+        debezium("items", "c", 1008, &item(1, "a")),
+        debezium("orders", "c", 1016, &order(1, 10)),
+        debezium("items", "c", 1024, &item(2, "b")),
+    ];
+    let input = dir.path().join("events.kv");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let cfg = config(
+        dir.path(),
+        &input,
+        &format!("  smartmodule-engine: {engine}\n"),
+    );
+    run(&cfg);
+    let items = json!([{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]);
+    assert_eq!(read(dir.path(), "public.items", "id,name").0, items);
+
+    let spark = testkit::spark::catalog(
+        "cdc",
+        &format!("sqlite://{}/catalog.db", dir.path().display()),
+        &format!("file://{}/warehouse", dir.path().display()),
+    );
+    testkit::spark::sql(
+        &spark,
+        "ALTER TABLE cdc.public.items SET TBLPROPERTIES ('format-version' = '3')",
+    )
+    .unwrap_or_else(|e| panic!("Spark: {e}"));
+    lines.extend([
+        debezium("items", "u", 1032, &item(1, "a2")),
+        debezium("orders", "u", 1040, &order(1, 11)),
+        debezium("items", "d", 1048, &item(2, "b")),
+        debezium("orders", "c", 1056, &order(2, 20)),
+    ]);
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = run(&cfg);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let paused: Vec<&str> = log.lines().filter(|l| l.contains("table paused")).collect();
+    assert_eq!(paused.len(), 1, "{engine}: said once: {log}");
+    assert!(
+        paused[0].contains("public.items") && paused[0].contains("not supported (v2 only)"),
+        "{engine}: {}",
+        paused[0]
+    );
+    let orders = json!([{"id": 1, "total": 11}, {"id": 2, "total": 20}]);
+    let (py, duck) = read(dir.path(), "public.orders", "id,total");
+    assert_eq!(py, orders, "{engine}: PyIceberg");
+    assert_eq!(duck, orders, "{engine}: DuckDB");
+    let held = testkit::spark::sql(&spark, "SELECT id, name FROM cdc.public.items ORDER BY id")
+        .unwrap_or_else(|e| panic!("Spark: {e}"));
+    assert_eq!(Value::Array(held), items, "{engine}: Spark, as it paused");
+
+    let dead = dead_letters(dir.path());
+    let offsets: Vec<i64> = dead.iter().map(|d| d["offset"].as_i64().unwrap()).collect();
+    assert_eq!(offsets, [3, 5], "{engine}: {dead:?}");
+    for (d, (op, id)) in dead.iter().zip([("u", 1), ("d", 2)]) {
+        let reason = d["reason"].as_str().unwrap();
+        assert!(reason.contains("table public.items is paused"), "{reason}");
+        assert!(reason.contains("not supported (v2 only)"), "{reason}");
+        let record = &d["record"];
+        assert_eq!(record["kind"], "change", "{engine}: {d}");
+        assert_eq!(record["source"]["table"], "items", "{engine}: {d}");
+        assert_eq!(record["key"]["id"], id, "{engine}: {d}");
+        assert_eq!(record["op"], op, "{engine}: {d}");
+    }
+}
+
 /// Fifty tables filling at once, with a commit interval and per-table limits far away: only
 /// the global cap (`batch.max-total-bytes`) commits, the largest batches first. The memory
 /// all open batches hold never passes the cap by more than the record just taken, and every
