@@ -83,13 +83,12 @@ async fn append(
         .collect();
     let refs: Vec<&Row> = rows.iter().collect();
     let metadata = table.metadata();
-    let options = WriteOptions::default();
     let writer = DataWriter {
-        file_io: table.file_io(),
-        location: metadata.location(),
+        file_io: table.file_io().clone(),
+        location: metadata.location().to_owned(),
         schema: metadata.current_schema().clone(),
         spec: metadata.default_partition_spec().clone(),
-        options: &options,
+        options: WriteOptions::default(),
     };
     let now = chrono::Utc::now().timestamp_micros();
     let written = writer.write(&refs, now).await?;

@@ -2,7 +2,7 @@
 //! values of the CDC record. Pure functions, one per wire form.
 
 use base64::Engine as _;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LogicalError {
@@ -131,7 +131,11 @@ pub fn date_from_days(days: i64) -> Result<String, LogicalError> {
         .and_then(|d| i32::try_from(d).ok())
         .ok_or(LogicalError::Date(days))?;
     NaiveDate::from_num_days_from_ce_opt(ce)
-        .map(|d| d.format("%Y-%m-%d").to_string())
+        .map(|d| match d.year() {
+            // what `%Y-%m-%d` writes, without parsing the format for every value
+            year @ 0..=9999 => format!("{year:04}-{:02}-{:02}", d.month(), d.day()),
+            _ => d.format("%Y-%m-%d").to_string(),
+        })
         .ok_or(LogicalError::Date(days))
 }
 
@@ -254,6 +258,26 @@ mod tests {
         assert_eq!(date_from_days(19_723).unwrap(), "2024-01-01");
         assert_eq!(date_from_days(-1).unwrap(), "1969-12-31");
         assert!(date_from_days(i64::MAX).is_err());
+    }
+
+    #[test]
+    fn dates_are_written_as_chrono_writes_them_in_every_year() {
+        let first = NaiveDate::from_ymd_opt(-3, 1, 1).unwrap();
+        let last = NaiveDate::from_ymd_opt(10_002, 12, 31).unwrap();
+        let mut day = first;
+        while day <= last {
+            let days = i64::from(day.num_days_from_ce()) - UNIX_EPOCH_DAYS_FROM_CE;
+            let want = day.format("%Y-%m-%d").to_string();
+            assert_eq!(date_from_days(days).unwrap(), want, "{day:?}");
+            day = day
+                + chrono::Days::new(
+                    if day.year() % 1000 == 0 || day.year() > 9990 || day.year() < 2 {
+                        1
+                    } else {
+                        97
+                    },
+                );
+        }
         assert_eq!(time_of_day(0, Unit::Micros).unwrap(), "00:00:00.000000");
         assert_eq!(
             time_of_day(45_296_789_012, Unit::Micros).unwrap(),

@@ -6,6 +6,9 @@
 //! (one data file writer per partition value) but hands back the files of all partitions in
 //! its map's order: the key index needs each row's file and position, so the rows of one
 //! partition are written in one go and [`Written`] says which rows each file holds.
+//!
+//! Partitions are written side by side, [`WRITERS`] at a time, each on a task of its own (the
+//! runtime's workers encode while the run loop's thread waits for the commit).
 
 use super::rows::{record_batch, Row};
 use super::CHUNK_ROWS;
@@ -13,6 +16,7 @@ use crate::schema::MetadataColumns;
 use crate::MergeError;
 use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow_schema::SchemaRef as ArrowSchemaRef;
+use futures::{StreamExt, TryStreamExt};
 use iceberg::arrow::{arrow_struct_to_literal, schema_to_arrow_schema, PartitionValueCalculator};
 use iceberg::io::FileIO;
 use iceberg::spec::{
@@ -28,6 +32,7 @@ use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 
 /// How data files are written.
@@ -65,15 +70,58 @@ pub struct Written {
 }
 
 /// Where data files go and what they look like.
-pub struct DataWriter<'a> {
-    pub file_io: &'a FileIO,
-    pub location: &'a str,
+#[derive(Clone)]
+pub struct DataWriter {
+    pub file_io: FileIO,
+    pub location: String,
     pub schema: SchemaRef,
     pub spec: PartitionSpecRef,
-    pub options: &'a WriteOptions,
+    pub options: WriteOptions,
 }
 
-impl DataWriter<'_> {
+/// Partition files written at once: the machine this was measured on has two cores.
+pub const WRITERS: usize = 2;
+
+/// Runs `jobs` on the runtime, at most [`WRITERS`] at a time, and hands back their results in
+/// the order of `jobs`; the first error ends it (the jobs still running are aborted, what
+/// they wrote is never committed).
+pub(super) async fn side_by_side<T, J>(
+    jobs: impl IntoIterator<Item = J>,
+) -> Result<Vec<T>, MergeError>
+where
+    T: Send + 'static,
+    J: Future<Output = Result<T, MergeError>> + Send + 'static,
+{
+    futures::stream::iter(jobs)
+        .map(|job| Aborting(tokio::spawn(job)))
+        .buffered(WRITERS)
+        .try_collect()
+        .await
+}
+
+/// A spawned job, aborted when dropped before its end.
+struct Aborting<T>(tokio::task::JoinHandle<Result<T, MergeError>>);
+
+impl<T> Future for Aborting<T> {
+    type Output = Result<T, MergeError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|joined| {
+            joined.unwrap_or_else(|e| Err(MergeError::io(format!("a file writer stopped: {e}"))))
+        })
+    }
+}
+
+impl<T> Drop for Aborting<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl DataWriter {
     fn arrow_schema(&self) -> Result<ArrowSchemaRef, MergeError> {
         Ok(Arc::new(
             schema_to_arrow_schema(&self.schema).map_err(iceberg_err("table schema to Arrow"))?,
@@ -97,7 +145,7 @@ impl DataWriter<'_> {
             processed_at_us,
         )?;
         let groups = self.partition_groups(&batch)?;
-        let mut out = Vec::new();
+        let mut jobs = Vec::with_capacity(groups.len());
         for (partition, indices) in groups {
             let take = UInt32Array::from_iter_values(indices.iter().map(|&i| i as u32));
             let columns = batch
@@ -108,11 +156,26 @@ impl DataWriter<'_> {
                 .map_err(MergeError::arrow_from("the rows of one partition"))?;
             let part_batch = RecordBatch::try_new(arrow_schema.clone(), columns)
                 .map_err(MergeError::arrow_from("the rows of one partition"))?;
-            let files = self.write_partition(partition, &part_batch).await?;
+            let writer = self.clone();
+            jobs.push(async move {
+                let files = writer.write_partition(partition, &part_batch).await?;
+                Ok((files, indices))
+            });
+        }
+        let mut out = Vec::new();
+        for (files, indices) in side_by_side(jobs).await? {
             let mut next = 0usize;
             for file in files {
                 let n = file.record_count() as usize;
-                let rows = indices[next..next + n].to_vec();
+                let rows = indices
+                    .get(next..next + n)
+                    .ok_or_else(|| {
+                        MergeError::io(format!(
+                            "the writer reported more rows than the {} of a partition",
+                            indices.len()
+                        ))
+                    })?
+                    .to_vec();
                 next += n;
                 out.push(Written { file, rows });
             }
@@ -225,5 +288,78 @@ impl PartitionWriter {
             .close()
             .await
             .map_err(iceberg_err("closing a data file"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    type Job = futures::future::BoxFuture<'static, Result<(), MergeError>>;
+
+    /// Jobs that each sleep `ms[i]`, counting how many run at once.
+    fn sleepers(
+        ms: &[u64],
+        running: &Arc<AtomicUsize>,
+        most: &Arc<AtomicUsize>,
+    ) -> Vec<impl Future<Output = Result<usize, MergeError>> + Send + 'static> {
+        ms.iter()
+            .enumerate()
+            .map(|(i, &ms)| {
+                let (running, most) = (Arc::clone(running), Arc::clone(most));
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok(i)
+                }
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn partitions_are_written_two_at_a_time_and_handed_back_in_their_order() {
+        let (running, most) = Default::default();
+        // the later jobs end first
+        let jobs = sleepers(&[80, 60, 40, 20, 1, 1], &running, &most);
+        let order = side_by_side(jobs).await.expect("every job");
+        assert_eq!(order, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(most.load(Ordering::SeqCst), WRITERS);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_failed_partition_ends_the_write_and_stops_the_one_beside_it() {
+        let finished = Arc::new(AtomicUsize::new(0));
+        let slow = {
+            let finished = Arc::clone(&finished);
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        };
+        let failing = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Err(MergeError::io("the disk is full"))
+        };
+        let jobs: Vec<Job> = vec![Box::pin(failing), Box::pin(slow)];
+        let err = side_by_side(jobs).await.expect_err("the failure");
+        assert!(err.to_string().contains("the disk is full"), "{err}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            finished.load(Ordering::SeqCst),
+            0,
+            "the other job was aborted"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_that_panics_is_an_error_not_a_crash() {
+        let jobs: Vec<Job> = vec![Box::pin(async { panic!("a bug in an encoder") })];
+        let err = side_by_side(jobs).await.expect_err("the panic as an error");
+        assert!(err.to_string().contains("a file writer stopped"), "{err}");
     }
 }

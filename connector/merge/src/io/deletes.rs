@@ -2,7 +2,7 @@
 //! deletes (a file that points into a single data file names it), and read back when the
 //! key index is rebuilt.
 
-use super::data::{iceberg_err, writer_properties, DataWriter};
+use super::data::{iceberg_err, side_by_side, writer_properties, DataWriter};
 use super::read::read_columns;
 use crate::MergeError;
 use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
@@ -18,7 +18,24 @@ use std::sync::Arc;
 pub const DELETE_FILE_PATH_ID: i32 = i32::MAX - 101;
 pub const DELETE_POS_ID: i32 = i32::MAX - 102;
 
-impl DataWriter<'_> {
+impl DataWriter {
+    /// One position-delete file per partition ([`Self::write_position_deletes`]), written
+    /// side by side.
+    pub async fn write_position_deletes_by_partition(
+        &self,
+        by_partition: HashMap<Struct, Vec<(String, Vec<u32>)>>,
+    ) -> Result<Vec<DataFile>, MergeError> {
+        let jobs = by_partition.into_iter().map(|(partition, mut targets)| {
+            let writer = self.clone();
+            async move {
+                writer
+                    .write_position_deletes(&partition, &mut targets)
+                    .await
+            }
+        });
+        side_by_side(jobs).await
+    }
+
     /// Writes one position-delete file for the data files of one partition: per data file
     /// (path), its deleted rows. Rows are sorted by path, then position, as the spec asks.
     /// A file that points into a single data file names it (`referenced_data_file`).
@@ -58,7 +75,7 @@ impl DataWriter<'_> {
         let dir = first
             .rsplit_once('/')
             .map(|(d, _)| d)
-            .unwrap_or(self.location);
+            .unwrap_or(&self.location);
         let location = format!("{dir}/{}-deletes.parquet", uuid::Uuid::now_v7());
         let output = self
             .file_io

@@ -304,11 +304,11 @@ pub async fn prepare(
         target_file_size: policy.target_file_size as usize,
     };
     let writer = DataWriter {
-        file_io: table.file_io(),
-        location: metadata.location(),
+        file_io: table.file_io().clone(),
+        location: metadata.location().to_owned(),
         schema: metadata.current_schema().clone(),
         spec: spec.clone(),
-        options: &write,
+        options: write,
     };
     let mut report = CompactionReport {
         data_files_before: state.data.len(),

@@ -112,13 +112,13 @@ impl CdcTable {
 
         let metadata = self.table.metadata();
         let writer = DataWriter {
-            file_io: self.table.file_io(),
-            location: metadata.location(),
+            file_io: self.table.file_io().clone(),
+            location: metadata.location().to_owned(),
             schema: evolved
                 .clone()
                 .unwrap_or_else(|| metadata.current_schema().clone()),
             spec: metadata.default_partition_spec().clone(),
-            options: &self.options.write,
+            options: self.options.write.clone(),
         };
         let processed_at = now_us();
         let written = writer.write(&rows, processed_at).await?;
@@ -136,14 +136,9 @@ impl CdcTable {
                 .or_default()
                 .push((data_file.path.clone(), positions));
         }
-        let mut delete_files = Vec::new();
-        for (partition, mut targets) in by_partition {
-            delete_files.push(
-                writer
-                    .write_position_deletes(&partition, &mut targets)
-                    .await?,
-            );
-        }
+        let delete_files = writer
+            .write_position_deletes_by_partition(by_partition)
+            .await?;
         let removed: HashSet<String> = if plan.truncate {
             live_files(&self.table)
                 .await?
