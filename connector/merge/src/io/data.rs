@@ -69,6 +69,19 @@ pub struct Written {
     pub rows: Vec<usize>,
 }
 
+/// The rows of `batch` at `indices`, in that order.
+fn partition_rows(batch: &RecordBatch, indices: &[usize]) -> Result<RecordBatch, MergeError> {
+    let take = UInt32Array::from_iter_values(indices.iter().map(|&i| i as u32));
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| arrow_select::take::take(c.as_ref(), &take, None))
+        .collect::<Result<Vec<ArrayRef>, _>>()
+        .map_err(MergeError::arrow_from("the rows of one partition"))?;
+    RecordBatch::try_new(batch.schema(), columns)
+        .map_err(MergeError::arrow_from("the rows of one partition"))
+}
+
 /// Where data files go and what they look like.
 #[derive(Clone)]
 pub struct DataWriter {
@@ -145,23 +158,19 @@ impl DataWriter {
             processed_at_us,
         )?;
         let groups = self.partition_groups(&batch)?;
-        let mut jobs = Vec::with_capacity(groups.len());
-        for (partition, indices) in groups {
-            let take = UInt32Array::from_iter_values(indices.iter().map(|&i| i as u32));
-            let columns = batch
-                .columns()
-                .iter()
-                .map(|c| arrow_select::take::take(c.as_ref(), &take, None))
-                .collect::<Result<Vec<ArrayRef>, _>>()
-                .map_err(MergeError::arrow_from("the rows of one partition"))?;
-            let part_batch = RecordBatch::try_new(arrow_schema.clone(), columns)
-                .map_err(MergeError::arrow_from("the rows of one partition"))?;
+        // each job copies out its partition's rows when it starts: at most [`WRITERS`]
+        // copies of the batch's rows exist at once, not one of every partition
+        let batch = Arc::new(batch);
+        let jobs = groups.into_iter().map(|(partition, indices)| {
             let writer = self.clone();
-            jobs.push(async move {
-                let files = writer.write_partition(partition, &part_batch).await?;
+            let batch = Arc::clone(&batch);
+            async move {
+                let rows = partition_rows(&batch, &indices)?;
+                drop(batch);
+                let files = writer.write_partition(partition, &rows).await?;
                 Ok((files, indices))
-            });
-        }
+            }
+        });
         let mut out = Vec::new();
         for (files, indices) in side_by_side(jobs).await? {
             let mut next = 0usize;
