@@ -173,26 +173,21 @@ impl DataWriter {
         });
         let mut out = Vec::new();
         for (files, indices) in side_by_side(jobs).await? {
+            let reported: usize = files.iter().map(|f| f.record_count() as usize).sum();
+            if reported != indices.len() {
+                return Err(MergeError::io(format!(
+                    "the writer reported {reported} rows for a partition of {}",
+                    indices.len()
+                )));
+            }
             let mut next = 0usize;
             for file in files {
                 let n = file.record_count() as usize;
-                let rows = indices
-                    .get(next..next + n)
-                    .ok_or_else(|| {
-                        MergeError::io(format!(
-                            "the writer reported more rows than the {} of a partition",
-                            indices.len()
-                        ))
-                    })?
-                    .to_vec();
+                out.push(Written {
+                    file,
+                    rows: indices[next..next + n].to_vec(),
+                });
                 next += n;
-                out.push(Written { file, rows });
-            }
-            if next != indices.len() {
-                return Err(MergeError::io(format!(
-                    "the writer reported {next} rows for a partition of {}",
-                    indices.len()
-                )));
             }
         }
         Ok(out)
