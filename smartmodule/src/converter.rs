@@ -165,6 +165,17 @@ impl Schemas {
         &mut self,
         bytes: &[u8],
     ) -> Option<(Option<Arc<KnownSchema>>, Value)> {
+        let (known, payload) = self.known_wrapper(bytes)?;
+        // `payload` must be exactly one JSON value, or the message is something else
+        let payload: Value = serde_json::from_slice(payload).ok()?;
+        Some((Some(known), payload))
+    }
+
+    /// The schema of a message that opens with the wrapper of a schema seen before, and
+    /// what follows that opening up to the wrapper's closing brace: the payload's text, if
+    /// it is exactly one JSON value (not checked here; when it is not, the message is
+    /// something else and [`read`] reads it the slow way).
+    pub fn known_wrapper<'a>(&mut self, bytes: &'a [u8]) -> Option<(Arc<KnownSchema>, &'a [u8])> {
         let (at, payload) = self
             .prefixes
             .iter()
@@ -173,13 +184,11 @@ impl Schemas {
                 let rest = bytes.strip_prefix(&prefix[..])?;
                 Some((at, rest.trim_ascii_end().strip_suffix(b"}")?))
             })?;
-        // `payload` must be exactly one JSON value, or the message is something else
-        let payload: Value = serde_json::from_slice(payload).ok()?;
         if at > 0 {
             let hit = self.prefixes.remove(at);
             self.prefixes.insert(0, hit);
         }
-        Some((Some(Arc::clone(&self.prefixes[0].1)), payload))
+        Some((Arc::clone(&self.prefixes[0].1), payload))
     }
 
     fn remember_prefix(&mut self, bytes: &[u8], text: &str, known: &Arc<KnownSchema>) {

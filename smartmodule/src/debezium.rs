@@ -7,6 +7,7 @@
 //! BEGIN/END events; heartbeats.
 
 use crate::converter::{self, RowSchema, Schemas};
+use crate::envelope;
 use crate::params::{InputFormat, Settings, TruncateAction};
 use crate::record::{ChangeRecord, LogicalMessage, Op, Position, SourceTable, CONTRACT_VERSION};
 use crate::schema::{describe, ConnectSchema, ValueError};
@@ -85,6 +86,80 @@ pub enum BadMessage {
 /// Parses one message. `offset` is the input record's offset, carried into the position;
 /// `schemas` remembers the schemas of earlier messages.
 pub fn parse(
+    settings: &Settings,
+    schemas: &mut Schemas,
+    key: Option<&[u8]>,
+    value: &[u8],
+    offset: Option<i64>,
+) -> Result<Parsed, BadMessage> {
+    parse_known_envelope(settings, schemas, key, value, offset)
+        .unwrap_or_else(|| parse_as_tree(settings, schemas, key, value, offset))
+}
+
+/// [`parse`] of a change event envelope in the wrapper of a schema seen before, read from
+/// its text without a tree of its payload; `None` for any other message.
+pub fn parse_known_envelope(
+    settings: &Settings,
+    schemas: &mut Schemas,
+    key: Option<&[u8]>,
+    value: &[u8],
+    offset: Option<i64>,
+) -> Option<Result<Parsed, BadMessage>> {
+    let event = read_known_envelope(settings, schemas, value)?;
+    Some(finish(settings, schemas, event, key, offset))
+}
+
+/// A change event envelope in the wrapper of a schema seen before, read from its text
+/// without a tree of its payload ([`envelope`]); `None` for any other message, and for
+/// anything the tree's reading would say differently of (that reading then says it).
+fn read_known_envelope(settings: &Settings, schemas: &mut Schemas, value: &[u8]) -> Option<Event> {
+    if settings.format == InputFormat::Flattened {
+        return None;
+    }
+    let (known, payload) = schemas.known_wrapper(value)?;
+    let row_schema = match &known.parsed {
+        Ok(_) => known.envelope_row.clone(),
+        Err(_) => return None,
+    };
+    let payload = std::str::from_utf8(payload).ok()?;
+    let read = envelope::read(payload, row_schema.as_ref().map(|row| &row.schema))?;
+    let source = read.source.unwrap_or_default();
+    let position = Position {
+        lsn: source.lsn,
+        tx_id: source.tx_id,
+        sequence: match &source.sequence {
+            Some(text) => sequence_text(text).ok()?,
+            None => None,
+        },
+        ts_ms: source.ts_ms,
+        ts_us: source.ts_us,
+        snapshot: source.snapshot,
+        event_ts_ms: read.ts_ms,
+        transaction: read.transaction,
+        ..Position::default()
+    };
+    let text = |t: Option<String>| t.filter(|t| !t.is_empty());
+    Some(Event {
+        op: read.op,
+        source: SourceTable {
+            connector: text(source.connector),
+            name: text(source.name),
+            db: text(source.db),
+            schema: text(source.schema),
+            table: text(source.table),
+        },
+        position,
+        message: logical_message(read.op, read.message.as_ref()),
+        before: read.before,
+        after: read.after,
+        normalized: row_schema.is_some(),
+        row_schema,
+    })
+}
+
+/// [`parse`] by way of a tree of the payload: the reading of every message that
+/// [`read_known_envelope`] does not read, and the reference it is tested against.
+pub fn parse_as_tree(
     settings: &Settings,
     schemas: &mut Schemas,
     key: Option<&[u8]>,
@@ -172,6 +247,8 @@ struct Event {
     position: Position,
     before: Option<Map<String, Value>>,
     after: Option<Map<String, Value>>,
+    /// Whether `before` and `after` are already normalized by `row_schema`.
+    normalized: bool,
     row_schema: Option<Arc<RowSchema>>,
     message: Option<LogicalMessage>,
 }
@@ -206,13 +283,7 @@ fn read_envelope(
     let mut position = source_position(source)?;
     position.event_ts_ms = opt_i64(&payload, "ts_ms", "ts_ms")?;
     position.transaction = payload.get("transaction").filter(|t| !t.is_null()).cloned();
-    let message = match payload.get("message") {
-        Some(Value::Object(m)) if op == Op::Message => Some(LogicalMessage {
-            prefix: m.get("prefix").and_then(Value::as_str).map(str::to_owned),
-            content: m.get("content").and_then(Value::as_str).map(str::to_owned),
-        }),
-        _ => None,
-    };
+    let message = logical_message(op, payload.get("message"));
     let source = source_table(source);
     let before = row_image(&mut payload, "before")?;
     let after = row_image(&mut payload, "after")?;
@@ -222,9 +293,21 @@ fn read_envelope(
         position,
         before,
         after,
+        normalized: false,
         row_schema,
         message,
     })
+}
+
+/// The logical decoding message of an `m` event.
+fn logical_message(op: Op, message: Option<&Value>) -> Option<LogicalMessage> {
+    match message {
+        Some(Value::Object(m)) if op == Op::Message => Some(LogicalMessage {
+            prefix: m.get("prefix").and_then(Value::as_str).map(str::to_owned),
+            content: m.get("content").and_then(Value::as_str).map(str::to_owned),
+        }),
+        _ => None,
+    }
 }
 
 static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
@@ -280,29 +363,40 @@ fn source_position(source: &Map<String, Value>) -> Result<Position, BadMessage> 
 
 /// Debezium's PostgreSQL `sequence` is a JSON array inside a string: `"[\"1\",\"2\"]"`.
 fn sequence(value: Option<&Value>) -> Result<Option<Vec<Option<String>>>, BadMessage> {
-    let bad = |got: String| BadMessage::Field {
-        field: "source.sequence",
-        expected: "a JSON array of LSN strings",
-        got,
-    };
-    let items: Vec<Value> = match value {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::String(text)) => {
-            serde_json::from_str(text).map_err(|_| bad(format!("{text:?}")))?
-        }
-        Some(Value::Array(items)) => items.clone(),
-        Some(other) => return Err(bad(describe(other))),
-    };
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => sequence_text(text),
+        Some(Value::Array(items)) => sequence_items(items.clone()),
+        Some(other) => Err(bad_sequence(describe(other))),
+    }
+}
+
+/// `sequence` as the text of a JSON array.
+fn sequence_text(text: &str) -> Result<Option<Vec<Option<String>>>, BadMessage> {
+    let items: Vec<Value> =
+        serde_json::from_str(text).map_err(|_| bad_sequence(format!("{text:?}")))?;
+    sequence_items(items)
+}
+
+fn sequence_items(items: Vec<Value>) -> Result<Option<Vec<Option<String>>>, BadMessage> {
     items
         .into_iter()
         .map(|item| match item {
             Value::Null => Ok(None),
             Value::String(s) => Ok(Some(s)),
             Value::Number(n) => Ok(Some(n.to_string())),
-            other => Err(bad(describe(&other))),
+            other => Err(bad_sequence(describe(&other))),
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
+}
+
+fn bad_sequence(got: String) -> BadMessage {
+    BadMessage::Field {
+        field: "source.sequence",
+        expected: "a JSON array of LSN strings",
+        got,
+    }
 }
 
 fn opt_u64(
@@ -400,6 +494,7 @@ fn read_flattened(
         position,
         before,
         after,
+        normalized: false,
         row_schema,
         message: None,
     })
@@ -419,6 +514,7 @@ fn finish(
         mut position,
         before,
         after,
+        normalized,
         row_schema,
         message,
     } = event;
@@ -444,7 +540,7 @@ fn finish(
     let normalize =
         |image: Option<Map<String, Value>>, name: &'static str| -> Result<_, BadMessage> {
             match (image, &row_schema) {
-                (Some(row), Some(row_schema)) => row_schema
+                (Some(row), Some(row_schema)) if !normalized => row_schema
                     .schema
                     .normalize_struct(row)
                     .map(Some)

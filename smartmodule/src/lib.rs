@@ -9,6 +9,7 @@
 
 pub mod converter;
 pub mod debezium;
+pub mod envelope;
 pub mod logical;
 pub mod params;
 pub mod record;

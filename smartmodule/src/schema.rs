@@ -228,18 +228,24 @@ impl ConnectSchema {
     ) -> Result<Map<String, Value>, ValueError> {
         let mut out = Map::with_capacity(obj.len());
         for (at, (name, mut v)) in obj.into_iter().enumerate() {
-            let field = match self.fields.get(at) {
-                Some(f) if f.field.as_deref() == Some(name.as_str()) => Some(f),
-                _ => self.field(&name),
-            };
-            if let Some(schema) = field {
-                schema
-                    .normalize_in_place(&mut v)
-                    .map_err(|e| in_column(&name, e))?;
-            }
+            self.normalize_member(at, &name, &mut v)?;
             out.insert(name, v);
         }
         Ok(out)
+    }
+
+    /// Normalizes the value of a struct's member `name`, the `at`-th of its value, by the
+    /// field of that name (looked for at `at` first); a member the schema does not name
+    /// passes as it is.
+    pub fn normalize_member(&self, at: usize, name: &str, v: &mut Value) -> Result<(), ValueError> {
+        let field = match self.fields.get(at) {
+            Some(f) if f.field.as_deref() == Some(name) => Some(f),
+            _ => self.field(name),
+        };
+        match field {
+            Some(schema) => schema.normalize_in_place(v).map_err(|e| in_column(name, e)),
+            None => Ok(()),
+        }
     }
 
     fn normalize_logical(&self, name: &str, value: &Value) -> Result<Option<Value>, ValueError> {
