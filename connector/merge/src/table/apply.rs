@@ -76,7 +76,7 @@ impl CdcTable {
         records: &[R],
         mut properties: HashMap<String, String>,
     ) -> Result<Option<Applied>, MergeError> {
-        let mut plan = plan(records, &self.keys, |k| self.index.get(k).map(|l| l.lsn))?;
+        let mut plan = plan(records, &self.keys, |k| self.index.get(k))?;
         let mut applied = Applied {
             stale: plan.stale,
             truncated: plan.truncate,
@@ -87,7 +87,7 @@ impl CdcTable {
         let mut deletes: HashMap<u32, Vec<u32>> = HashMap::new();
         if !plan.truncate {
             for change in &plan.changes {
-                if let Some(loc) = self.index.live(&change.key) {
+                if let Some(loc) = change.stored.filter(Location::is_live) {
                     deletes.entry(loc.file).or_default().push(loc.pos);
                 }
             }
@@ -231,7 +231,7 @@ impl CdcTable {
                 if carry.is_empty() || truncated {
                     continue;
                 }
-                if let Some(loc) = self.index.live(&change.key) {
+                if let Some(loc) = change.stored.filter(Location::is_live) {
                     wanted.entry(loc.file).or_default().push((loc.pos, i));
                     columns.extend(carry.iter().cloned());
                 }

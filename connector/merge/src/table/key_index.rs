@@ -22,6 +22,13 @@ pub struct Location {
     pub lsn: i64,
 }
 
+impl Location {
+    /// Whether it is a row's place, not a deleted key's [`TOMBSTONE`].
+    pub fn is_live(&self) -> bool {
+        self.file != TOMBSTONE
+    }
+}
+
 /// A primary key, encoded.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Key {
@@ -96,6 +103,26 @@ impl KeyColumns {
     /// sent in upper case, a timestamp with fewer fractional digits are rewritten), so the
     /// same key always encodes the same way.
     pub fn encode(&self, key: &Map<String, Value>) -> Result<Key, MergeError> {
+        match self.encode_one_integer(key) {
+            Some(key) => Ok(key),
+            None => self.encode_any(key),
+        }
+    }
+
+    /// The common key, one integer column holding an integer, as [`KeyColumns::encode_any`]
+    /// encodes it, without its copies; `None` for any other.
+    fn encode_one_integer(&self, key: &Map<String, Value>) -> Option<Key> {
+        let [(name, DataType::Int32 | DataType::Int64)] = self.columns.as_slice() else {
+            return None;
+        };
+        let value = match key.iter().next() {
+            Some((first, value)) if first == name => value,
+            _ => key.get(name)?,
+        };
+        value.as_i64().map(Key::Int)
+    }
+
+    fn encode_any(&self, key: &Map<String, Value>) -> Result<Key, MergeError> {
         let mut values = Vec::with_capacity(self.columns.len());
         for (name, ty) in &self.columns {
             let v = key.get(name).ok_or_else(|| MergeError::Value {
@@ -127,10 +154,15 @@ fn canonical(name: &str, ty: &DataType, v: &Value) -> Result<Value, MergeError> 
     }
 }
 
+/// The hash maps keyed by primary key: foldhash, seeded at random per process (the key
+/// index and a batch's plan look up every change's key; SipHash, the standard library's,
+/// was most of that time).
+pub type KeyMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 pub struct KeyIndex {
-    ints: HashMap<i64, Location>,
-    bytes: HashMap<Box<[u8]>, Location>,
+    ints: KeyMap<i64, Location>,
+    bytes: KeyMap<Box<[u8]>, Location>,
 }
 
 /// `Location::file` of a deleted key: the index remembers the LSN of the delete so that a
@@ -141,7 +173,7 @@ pub const TOMBSTONE: u32 = u32::MAX;
 impl KeyIndex {
     /// The live row of a key (tombstones excluded).
     pub fn live(&self, key: &Key) -> Option<Location> {
-        self.get(key).filter(|l| l.file != TOMBSTONE)
+        self.get(key).filter(Location::is_live)
     }
 
     /// Marks a key deleted by the change at `lsn`, at `deleted_at` (seconds).
@@ -283,6 +315,46 @@ mod tests {
 
     fn key(columns: &KeyColumns, v: Value) -> Key {
         columns.encode(v.as_object().unwrap()).unwrap()
+    }
+
+    /// The one-integer-column shortcut says what the general encoding says, or leaves the
+    /// key to it.
+    #[test]
+    fn one_integer_column_is_encoded_as_the_general_way_does() {
+        for ty in [PrimitiveType::Int, PrimitiveType::Long] {
+            let fields = [(1, "id", ty), (2, "shop", PrimitiveType::Long)];
+            let int = KeyColumns::of(&schema(&fields, &[1])).unwrap();
+            for key in [
+                json!({"id": 7}),
+                json!({"id": -3}),
+                json!({"id": 0}),
+                json!({"shop": 1, "id": 9}),
+                json!({"id": i64::MIN}),
+                json!({"id": i64::MAX}),
+                json!({"id": 1.0}),
+                json!({"id": "12"}),
+                json!({"id": u64::MAX}),
+                json!({"id": null}),
+                json!({"shop": 5}),
+                json!({}),
+            ] {
+                let map = key.as_object().unwrap();
+                let general = int.encode_any(map).map_err(|e| e.to_string());
+                match int.encode_one_integer(map) {
+                    Some(fast) => assert_eq!(Ok(fast), general),
+                    None => assert!(
+                        !matches!(key.get("id"), Some(v) if v.is_i64()),
+                        "{key}: left to the general way"
+                    ),
+                }
+                assert_eq!(int.encode(map).map_err(|e| e.to_string()), general);
+            }
+            let two = KeyColumns::of(&schema(&fields, &[1, 2])).unwrap();
+            assert_eq!(
+                two.encode_one_integer(json!({"id": 1, "shop": 2}).as_object().unwrap()),
+                None
+            );
+        }
     }
 
     #[test]

@@ -5,12 +5,12 @@
 //! change of the batch is a copy.
 
 use crate::io::rows::Row;
-use crate::table::key_index::{Key, KeyColumns};
+use crate::table::key_index::{Key, KeyColumns, KeyMap, Location};
 use crate::MergeError;
 use debezium_cdc::record::{ChangeRecord, Op};
 use serde_json::Map;
 use std::borrow::{Borrow, Cow};
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 /// The final action for one key.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +30,9 @@ pub struct KeyChange<'a> {
     pub action: Action<'a>,
     /// LSN of the change that decided the action.
     pub lsn: Option<i64>,
+    /// The key's entry in the table's index when the batch was planned (live row or
+    /// tombstone); `None` after a truncate in the batch.
+    pub stored: Option<Location>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -42,60 +45,85 @@ pub struct Plan<'a> {
     pub stale: u64,
 }
 
-/// Reduces a batch. `keys` encodes each record's key; `stored_lsn` gives the LSN of the row
-/// the table holds for a key.
+/// What the plan knows of a key while it goes through the batch.
+struct Seen {
+    /// Its entry in `Plan::changes`, once a change of it is not stale.
+    slot: Option<usize>,
+    /// The newest LSN applied to it in this batch.
+    newest: Option<i64>,
+    /// Its entry in the table's index.
+    stored: Option<Location>,
+}
+
+/// Reduces a batch. `keys` encodes each record's key; `stored` gives the table's index
+/// entry for a key (its LSN decides which events are stale), looked up once per key.
 pub fn plan<'a, R: Borrow<ChangeRecord>>(
     records: &'a [R],
     keys: &KeyColumns,
-    stored_lsn: impl Fn(&Key) -> Option<i64>,
+    stored: impl Fn(&Key) -> Option<Location>,
 ) -> Result<Plan<'a>, MergeError> {
     let start = records
         .iter()
         .rposition(|r| r.borrow().op == Op::Truncate)
         .map(|i| i + 1);
     let truncate = start.is_some();
+    let records = &records[start.unwrap_or(0)..];
     let mut out = Plan {
         truncate,
-        ..Plan::default()
+        changes: Vec::with_capacity(records.len()),
+        stale: 0,
     };
-    let mut slots: HashMap<Key, usize> = HashMap::new();
-    // the newest LSN applied per key, in this batch or in the table
-    let mut newest: HashMap<Key, i64> = HashMap::new();
+    let mut seen: KeyMap<Key, Seen> =
+        KeyMap::with_capacity_and_hasher(records.len(), foldhash::fast::RandomState::default());
 
-    for record in &records[start.unwrap_or(0)..] {
+    for record in records {
         let record = record.borrow();
         if matches!(record.op, Op::Truncate | Op::Message) {
             continue;
         }
         let key = keys.encode(&record.key)?;
         let lsn = record.position.lsn.and_then(|l| i64::try_from(l).ok());
-        let known =
-            newest
-                .get(&key)
-                .copied()
-                .or_else(|| if truncate { None } else { stored_lsn(&key) });
+        let (key, seen) = match seen.entry(key) {
+            Entry::Occupied(e) => (e.key().clone(), e.into_mut()),
+            Entry::Vacant(e) => {
+                let stored = if truncate { None } else { stored(e.key()) };
+                let key = e.key().clone();
+                let new = Seen {
+                    slot: None,
+                    newest: None,
+                    stored,
+                };
+                (key, e.insert(new))
+            }
+        };
+        let known = seen.newest.or(seen.stored.map(|l| l.lsn));
         if let (Some(lsn), Some(known)) = (lsn, known) {
             if lsn < known {
                 out.stale += 1;
                 continue;
             }
         }
-        if let Some(lsn) = lsn {
-            newest.insert(key.clone(), lsn);
+        if lsn.is_some() {
+            seen.newest = lsn;
         }
-        let previous = slots.get(&key).map(|&i| &out.changes[i].action);
+        let previous = seen.slot.map(|i| &out.changes[i].action);
         let action = match record.op {
             Op::Delete => Action::Delete,
             _ => upsert(record, lsn, previous),
         };
-        match slots.get(&key) {
-            Some(&i) => {
+        match seen.slot {
+            Some(i) => {
                 out.changes[i].action = action;
                 out.changes[i].lsn = lsn;
             }
             None => {
-                slots.insert(key.clone(), out.changes.len());
-                out.changes.push(KeyChange { key, action, lsn });
+                seen.slot = Some(out.changes.len());
+                out.changes.push(KeyChange {
+                    key,
+                    action,
+                    lsn,
+                    stored: seen.stored,
+                });
             }
         }
     }
@@ -170,6 +198,15 @@ mod tests {
         }
     }
 
+    /// An index entry of a row at `lsn`.
+    fn at(lsn: i64) -> Location {
+        Location {
+            file: 0,
+            pos: 0,
+            lsn,
+        }
+    }
+
     fn ids() -> KeyColumns {
         let schema = iceberg::spec::Schema::builder()
             .with_fields([std::sync::Arc::new(iceberg::spec::NestedField::required(
@@ -224,14 +261,66 @@ mod tests {
             rec(Op::Update, 2, 50, json!({"id":2,"v":"new"})),
             rec(Op::Update, 2, 40, json!({"id":2,"v":"replayed"})),
         ];
-        let p = plan(&batch, &ids(), |k| (*k == Key::Int(1)).then_some(9)).unwrap();
+        let p = plan(&batch, &ids(), |k| (*k == Key::Int(1)).then_some(at(9))).unwrap();
         assert_eq!(p.stale, 2);
         assert!(row_of(&p, 1).is_none());
         assert_eq!(row_of(&p, 2).unwrap().values["v"], json!("new"));
         // equal LSNs apply
         let equal = [rec(Op::Update, 1, 9, json!({"id":1}))];
-        let p = plan(&equal, &ids(), |_| Some(9)).unwrap();
+        let p = plan(&equal, &ids(), |_| Some(at(9))).unwrap();
         assert_eq!(p.stale, 0);
+    }
+
+    #[test]
+    fn each_key_carries_its_index_entry_from_its_first_change() {
+        let batch = vec![
+            rec(Op::Update, 1, 5, json!({"id":1})),
+            rec(Op::Update, 2, 50, json!({"id":2})),
+            rec(Op::Delete, 1, 6, Value::Null),
+            rec(Op::Update, 3, 40, json!({"id":3})),
+        ];
+        let looked_up = std::cell::RefCell::new(Vec::new());
+        let stored = |k: &Key| {
+            looked_up.borrow_mut().push(k.clone());
+            match k {
+                Key::Int(1) => Some(at(4)),
+                Key::Int(3) => Some(Location {
+                    file: crate::table::key_index::TOMBSTONE,
+                    pos: 0,
+                    lsn: 30,
+                }),
+                _ => None,
+            }
+        };
+        let p = plan(&batch, &ids(), stored).unwrap();
+        // once per key, in first-seen order
+        assert_eq!(*looked_up.borrow(), [Key::Int(1), Key::Int(2), Key::Int(3)]);
+        let entries: Vec<(Key, Option<i64>, Option<bool>)> = p
+            .changes
+            .iter()
+            .map(|c| {
+                (
+                    c.key.clone(),
+                    c.stored.map(|l| l.lsn),
+                    c.stored.map(|l| l.is_live()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                (Key::Int(1), Some(4), Some(true)),
+                (Key::Int(2), None, None),
+                (Key::Int(3), Some(30), Some(false)),
+            ]
+        );
+        assert_eq!(p.changes[0].action, Action::Delete);
+        // after a truncate in the batch the index is not asked
+        let mut t = rec(Op::Truncate, 0, 60, Value::Null);
+        t.key = Map::new();
+        let after = [t, rec(Op::Update, 1, 70, json!({"id":1}))];
+        let p = plan(&after, &ids(), |_| panic!("asked after a truncate")).unwrap();
+        assert_eq!(p.changes[0].stored, None);
     }
 
     #[test]
@@ -243,7 +332,7 @@ mod tests {
             t,
             rec(Op::Create, 2, 30, json!({"id":2})),
         ];
-        let p = plan(&batch, &ids(), |_| Some(100)).unwrap();
+        let p = plan(&batch, &ids(), |_| Some(at(100))).unwrap();
         assert!(p.truncate);
         assert_eq!(
             p.changes.len(),
@@ -270,7 +359,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let alone = [second];
-        let p = plan(&alone, &ids(), |_| Some(1)).unwrap();
+        let p = plan(&alone, &ids(), |_| Some(at(1))).unwrap();
         match &p.changes[0].action {
             Action::Upsert { carry, .. } => assert_eq!(carry, &["doc".to_owned()]),
             other => panic!("{other:?}"),

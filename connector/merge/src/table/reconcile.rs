@@ -282,6 +282,39 @@ fn widens(from: &PrimitiveType, to: &PrimitiveType) -> bool {
     }
 }
 
+/// The columns of `required` that some upsert of `changes` leaves empty (missing or null),
+/// in one pass over each row's values.
+fn left_empty(required: &[&str], changes: &[KeyChange]) -> BTreeSet<String> {
+    let mut empty = vec![false; required.len()];
+    if required.is_empty() {
+        return BTreeSet::new();
+    }
+    let mut filled = vec![false; required.len()];
+    for change in changes {
+        let Action::Upsert { row, .. } = &change.action else {
+            continue;
+        };
+        filled.fill(false);
+        for (name, value) in row.values.iter() {
+            if let Some(at) = required.iter().position(|r| r == name) {
+                filled[at] = !value.is_null();
+            }
+        }
+        for (empty, filled) in empty.iter_mut().zip(&filled) {
+            *empty |= !filled;
+        }
+        if empty.iter().all(|e| *e) {
+            break;
+        }
+    }
+    required
+        .iter()
+        .zip(empty)
+        .filter(|(_, empty)| *empty)
+        .map(|(name, _)| (*name).to_owned())
+        .collect()
+}
+
 /// Whether two schemas have the same columns and key (their ids aside).
 pub fn same_columns(a: &Schema, b: &Schema) -> bool {
     a.as_struct() == b.as_struct()
@@ -458,22 +491,14 @@ impl CdcTable {
         let base = schema.as_ref().unwrap_or(current);
         let key: BTreeSet<&str> = self.keys.names().collect();
         let meta = MetadataColumns::of(base);
-        let empty: BTreeSet<String> = base
+        let required: Vec<&str> = base
             .as_struct()
             .fields()
             .iter()
             .filter(|f| f.required && !key.contains(f.name.as_str()) && !meta.reserved(&f.name))
-            .filter(|f| {
-                changes.iter().any(|c| match &c.action {
-                    Action::Upsert { row, .. } => row
-                        .values
-                        .get(&f.name)
-                        .is_none_or(serde_json::Value::is_null),
-                    Action::Delete => false,
-                })
-            })
-            .map(|f| f.name.clone())
+            .map(|f| f.name.as_str())
             .collect();
+        let empty = left_empty(&required, changes);
         if let Some(s) = make_optional(base, &empty).map_err(incompatible)? {
             schema = Some(s);
         }
@@ -514,4 +539,67 @@ impl CdcTable {
 pub(super) struct Evolved {
     pub(super) arrow: arrow_schema::SchemaRef,
     pub(super) change: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::rows::Row;
+    use crate::table::key_index::Key;
+    use serde_json::{json, Value};
+    use std::borrow::Cow;
+
+    fn upsert(id: i64, values: Value) -> KeyChange<'static> {
+        KeyChange {
+            key: Key::Int(id),
+            action: Action::Upsert {
+                row: Row {
+                    values: Cow::Owned(values.as_object().cloned().unwrap_or_default()),
+                    op: 'u',
+                    lsn: None,
+                    source_ts_us: None,
+                },
+                carry: Vec::new(),
+            },
+            lsn: None,
+            stored: None,
+        }
+    }
+
+    fn delete(id: i64) -> KeyChange<'static> {
+        KeyChange {
+            key: Key::Int(id),
+            action: Action::Delete,
+            lsn: None,
+            stored: None,
+        }
+    }
+
+    #[test]
+    fn required_columns_some_upsert_leaves_missing_or_null() {
+        let required = ["name", "price", "sku"];
+        let changes = [
+            upsert(1, json!({"id": 1, "name": "a", "price": 1, "sku": "x"})),
+            delete(2),
+            upsert(3, json!({"sku": "y", "id": 3, "name": null, "price": 2})),
+            upsert(4, json!({"id": 4, "name": "b", "sku": "z"})),
+        ];
+        let empty = left_empty(&required, &changes);
+        assert_eq!(
+            empty,
+            BTreeSet::from(["name".to_owned(), "price".to_owned()])
+        );
+        // a later row filling a column does not undo an earlier one leaving it empty
+        let changes = [
+            upsert(1, json!({"id": 1, "name": null})),
+            upsert(2, json!({"id": 2, "name": "c"})),
+        ];
+        assert_eq!(
+            left_empty(&["name"], &changes),
+            BTreeSet::from(["name".to_owned()])
+        );
+        assert!(left_empty(&["name"], &[delete(1)]).is_empty());
+        assert!(left_empty(&[], &changes).is_empty());
+        assert!(left_empty(&required, &[]).is_empty());
+    }
 }
