@@ -138,15 +138,14 @@ fn read_known_envelope(settings: &Settings, schemas: &mut Schemas, value: &[u8])
         transaction: read.transaction,
         ..Position::default()
     };
-    let text = |t: Option<String>| t.filter(|t| !t.is_empty());
     Some(Event {
         op: read.op,
         source: SourceTable {
-            connector: text(source.connector),
-            name: text(source.name),
-            db: text(source.db),
-            schema: text(source.schema),
-            table: text(source.table),
+            connector: named(source.connector),
+            name: named(source.name),
+            db: named(source.db),
+            schema: named(source.schema),
+            table: named(source.table),
         },
         position,
         message: logical_message(read.op, read.message.as_ref()),
@@ -328,14 +327,13 @@ fn row_image(
     }
 }
 
+/// A name of `source`, none when Debezium left it empty.
+fn named(text: Option<String>) -> Option<String> {
+    text.filter(|t| !t.is_empty())
+}
+
 fn source_table(source: &Map<String, Value>) -> SourceTable {
-    let text = |k: &str| {
-        source
-            .get(k)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-    };
+    let text = |k: &str| named(source.get(k).and_then(Value::as_str).map(str::to_owned));
     SourceTable {
         connector: text("connector"),
         name: text("name"),

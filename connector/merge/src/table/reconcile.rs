@@ -285,10 +285,10 @@ fn widens(from: &PrimitiveType, to: &PrimitiveType) -> bool {
 /// The columns of `required` that some upsert of `changes` leaves empty (missing or null),
 /// in one pass over each row's values.
 fn left_empty(required: &[&str], changes: &[KeyChange]) -> BTreeSet<String> {
-    let mut empty = vec![false; required.len()];
     if required.is_empty() {
         return BTreeSet::new();
     }
+    let mut empty = vec![false; required.len()];
     let mut filled = vec![false; required.len()];
     for change in changes {
         let Action::Upsert { row, .. } = &change.action else {
