@@ -14,13 +14,14 @@ use super::rows::{record_batch, Row};
 use super::CHUNK_ROWS;
 use crate::schema::MetadataColumns;
 use crate::MergeError;
-use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef as ArrowSchemaRef;
 use futures::{StreamExt, TryStreamExt};
 use iceberg::arrow::{arrow_struct_to_literal, schema_to_arrow_schema, PartitionValueCalculator};
 use iceberg::io::FileIO;
 use iceberg::spec::{
-    DataFile, DataFileFormat, Literal, PartitionKey, PartitionSpecRef, SchemaRef, Struct,
+    DataFile, DataFileFormat, Literal, NestedField, NestedFieldRef, PartitionKey, PartitionSpec,
+    PartitionSpecRef, Schema, SchemaRef, Struct, Type,
 };
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{
@@ -31,7 +32,7 @@ use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -69,17 +70,33 @@ pub struct Written {
     pub rows: Vec<usize>,
 }
 
-/// The rows of `batch` at `indices`, in that order.
-fn partition_rows(batch: &RecordBatch, indices: &[usize]) -> Result<RecordBatch, MergeError> {
-    let take = UInt32Array::from_iter_values(indices.iter().map(|&i| i as u32));
-    let columns = batch
-        .columns()
+/// `schema` cut to its top-level fields that hold a source column of `spec`: what the
+/// partition values are computed from.
+fn partition_sources(schema: &Schema, spec: &PartitionSpec) -> Result<Schema, MergeError> {
+    let ids: HashSet<i32> = spec.fields().iter().map(|f| f.source_id).collect();
+    let fields: Vec<NestedFieldRef> = schema
+        .as_struct()
+        .fields()
         .iter()
-        .map(|c| arrow_select::take::take(c.as_ref(), &take, None))
-        .collect::<Result<Vec<ArrayRef>, _>>()
-        .map_err(MergeError::arrow_from("the rows of one partition"))?;
-    RecordBatch::try_new(batch.schema(), columns)
-        .map_err(MergeError::arrow_from("the rows of one partition"))
+        .filter(|f| holds_any(f, &ids))
+        .cloned()
+        .collect();
+    Schema::builder()
+        .with_schema_id(schema.schema_id())
+        .with_fields(fields)
+        .build()
+        .map_err(iceberg_err("the partition source columns"))
+}
+
+/// Whether `field` is one of `ids` or has one of them inside.
+fn holds_any(field: &NestedField, ids: &HashSet<i32>) -> bool {
+    ids.contains(&field.id)
+        || match field.field_type.as_ref() {
+            Type::Struct(s) => s.fields().iter().any(|f| holds_any(f, ids)),
+            Type::List(l) => holds_any(&l.element_field, ids),
+            Type::Map(m) => holds_any(&m.key_field, ids) || holds_any(&m.value_field, ids),
+            Type::Primitive(_) => false,
+        }
 }
 
 /// Where data files go and what they look like.
@@ -151,23 +168,17 @@ impl DataWriter {
             return Ok(Vec::new());
         }
         let arrow_schema = self.arrow_schema()?;
-        let batch = record_batch(
-            &arrow_schema,
-            MetadataColumns::of(&self.schema),
-            rows,
-            processed_at_us,
-        )?;
-        let groups = self.partition_groups(&batch)?;
-        // each job copies out its partition's rows when it starts: at most [`WRITERS`]
-        // copies of the batch's rows exist at once, not one of every partition
-        let batch = Arc::new(batch);
+        let meta = MetadataColumns::of(&self.schema);
+        let groups = self.partition_groups(rows, meta, processed_at_us)?;
+        // a partition's rows go to Arrow just before its writer starts (`side_by_side` takes
+        // the next job when one ends): the Arrow form of at most [`WRITERS`] + 1 partitions
+        // exists at once, never the whole batch's
         let jobs = groups.into_iter().map(|(partition, indices)| {
             let writer = self.clone();
-            let batch = Arc::clone(&batch);
+            let part: Vec<&Row> = indices.iter().map(|&i| rows[i]).collect();
+            let batch = record_batch(&arrow_schema, meta, &part, processed_at_us);
             async move {
-                let rows = partition_rows(&batch, &indices)?;
-                drop(batch);
-                let files = writer.write_partition(partition, &rows).await?;
+                let files = writer.write_partition(partition, &batch?).await?;
                 Ok((files, indices))
             }
         });
@@ -193,15 +204,25 @@ impl DataWriter {
         Ok(out)
     }
 
-    /// Row indices by partition value, in first-seen order.
-    fn partition_groups(&self, batch: &RecordBatch) -> Result<Vec<PartitionGroup>, MergeError> {
+    /// Row indices by partition value, in first-seen order. The values come from the rows'
+    /// partition source columns alone, in Arrow.
+    fn partition_groups(
+        &self,
+        rows: &[&Row<'_>],
+        meta: MetadataColumns,
+        processed_at_us: i64,
+    ) -> Result<Vec<PartitionGroup>, MergeError> {
         if self.spec.is_unpartitioned() {
-            return Ok(vec![(None, (0..batch.num_rows()).collect())]);
+            return Ok(vec![(None, (0..rows.len()).collect())]);
         }
-        let calc = PartitionValueCalculator::try_new(&self.spec, &self.schema)
+        let sources = partition_sources(&self.schema, &self.spec)?;
+        let calc = PartitionValueCalculator::try_new(&self.spec, &sources)
             .map_err(iceberg_err("partition values"))?;
+        let arrow_sources =
+            Arc::new(schema_to_arrow_schema(&sources).map_err(iceberg_err("partition values"))?);
+        let batch = record_batch(&arrow_sources, meta, rows, processed_at_us)?;
         let values = calc
-            .calculate(batch)
+            .calculate(&batch)
             .map_err(iceberg_err("partition values"))?;
         let literals = arrow_struct_to_literal(&values, calc.partition_type())
             .map_err(iceberg_err("partition values"))?;

@@ -54,7 +54,8 @@ static NULL: Value = Value::Null;
 /// Every row's value of each column of `schema`, by column (null where a row has none), in
 /// one pass over each row: an entry is matched to the column the entry at its place
 /// matched in the rows before (the source sends its columns in one order) and looked up by
-/// name only when that misses.
+/// name only when that misses. A schema of a few of a row's columns (the partition sources)
+/// looks its columns up in the row instead.
 fn by_column<'r>(schema: &SchemaRef, rows: &[&'r Row<'_>]) -> Vec<Vec<&'r Value>> {
     let fields = schema.fields();
     let by_name: HashMap<&str, usize> = fields
@@ -65,6 +66,14 @@ fn by_column<'r>(schema: &SchemaRef, rows: &[&'r Row<'_>]) -> Vec<Vec<&'r Value>
     let mut columns: Vec<Vec<&Value>> = vec![vec![&NULL; rows.len()]; fields.len()];
     let mut matched: Vec<Option<usize>> = Vec::new();
     for (i, row) in rows.iter().enumerate() {
+        if fields.len() * 2 < row.values.len() {
+            for (j, field) in fields.iter().enumerate() {
+                if let Some(value) = row.values.get(field.name()) {
+                    columns[j][i] = value;
+                }
+            }
+            continue;
+        }
         for (at, (name, value)) in row.values.iter().enumerate() {
             let last = matched.get(at).copied().flatten();
             let j = match last {
