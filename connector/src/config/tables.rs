@@ -195,10 +195,11 @@ fn default_max_bytes() -> ByteSize {
 fn default_interval_ms() -> u64 {
     1000
 }
-/// 96 MiB: with 128 MiB the `.wasm` path peaked just past 400 MB on 5M `products` events
-/// (BENCHMARKS.md, bounded memory).
+/// 64 MiB: with 128 MiB the `.wasm` path peaked past 400 MB on 5M `products` events, and
+/// with 96 MiB the Kafka `.wasm` contender once did (402 MB); at 64 MiB the `.wasm` path
+/// peaks ~50 MB lower for ~5-8% of the speed (BENCHMARKS.md, bounded memory).
 fn default_max_total_bytes() -> ByteSize {
-    ByteSize(96 << 20)
+    ByteSize(64 << 20)
 }
 
 impl Default for BatchSection {
