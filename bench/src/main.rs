@@ -4,6 +4,7 @@
 //! See BENCHMARKS.md for the command and the figures.
 
 mod ceiling;
+mod fluvio;
 mod limit;
 mod measure;
 mod soak;
@@ -416,6 +417,8 @@ struct Results {
     shape: String,
     wrapper: bool,
     contenders: Vec<Contender>,
+    /// Contenders that could not run here, and why.
+    skipped: Vec<String>,
     compaction: Option<CompactionFigure>,
     /// The machine's physical limit for the work (parse + Parquet encode, per core).
     limit: Option<limit::Limit>,
@@ -454,6 +457,30 @@ struct CompactionFigure {
     equals_model_after: bool,
 }
 
+/// The Fluvio side of a connector config: the topic `meta` names, its `consumer` lines (four
+/// spaces in, or none), the SmartModule `transforms:` uses.
+struct Head<'a> {
+    topic: &'a str,
+    consumer: &'a str,
+    module: &'a str,
+}
+
+/// The connector reading a file or Kafka and running the SmartModule itself.
+const IN_PROCESS: Head<'static> = Head {
+    topic: "bench",
+    consumer: "",
+    module: "cdc-iceberg/debezium-cdc@0.1.0",
+};
+
+/// The connector consuming a Fluvio topic from its start, the SPU running the SmartModule.
+fn on_the_spu(topic: &str) -> Head<'_> {
+    Head {
+        topic,
+        consumer: "  consumer:\n    id: bench-sink\n    partition: all\n    offset:\n      strategy: manual\n      start: beginning\n",
+        module: fluvio::MODULE,
+    }
+}
+
 struct Bench {
     work: PathBuf,
     connector: PathBuf,
@@ -475,6 +502,13 @@ fn catalog(dir: &Path) -> CatalogConfig {
     }
 }
 
+/// A name part no earlier run used (a topic's consumer offsets outlive the run).
+fn unique() -> Result<u128> {
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos())
+}
+
 fn fresh_dir(path: PathBuf) -> Result<PathBuf> {
     if path.exists() {
         std::fs::remove_dir_all(&path)?;
@@ -484,13 +518,18 @@ fn fresh_dir(path: PathBuf) -> Result<PathBuf> {
 }
 
 impl Bench {
-    /// The connector's config over `dir`; `extra`: more keys of the `iceberg:` section (two
-    /// spaces in).
+    /// The connector's config over `dir`, running the SmartModule itself; `extra`: more
+    /// keys of the `iceberg:` section (two spaces in).
     fn config(&self, dir: &Path, source: &str, extra: &str) -> Result<PathBuf> {
+        self.config_with(dir, &IN_PROCESS, source, extra)
+    }
+
+    /// [`Bench::config`] with `head` as its Fluvio side.
+    fn config_with(&self, dir: &Path, head: &Head, source: &str, extra: &str) -> Result<PathBuf> {
         let text = format!(
             "apiVersion: 0.2.0\n\
-             meta:\n  name: bench-sink\n  type: iceberg-cdc-sink\n  version: 0.1.0\n  topic:\n    meta:\n      name: bench\n\
-             transforms:\n  - uses: cdc-iceberg/debezium-cdc@0.1.0\n\
+             meta:\n  name: bench-sink\n  type: iceberg-cdc-sink\n  version: 0.1.0\n  topic:\n    meta:\n      name: {topic}\n{consumer}\
+             transforms:\n  - uses: {module}\n\
              iceberg:\n  source:\n{source}\
              \x20 catalog:\n    uri: sqlite://{dir}/catalog.db\n    warehouse: file://{dir}/warehouse\n\
              \x20 dead-letter:\n    file: {dir}/dead-letter.jsonl\n\
@@ -500,6 +539,9 @@ impl Bench {
              \x20 smartmodules:\n    cdc-iceberg/debezium-cdc@0.1.0: {wasm}\n{extra}",
             dir = dir.display(),
             wasm = self.wasm.display(),
+            topic = head.topic,
+            consumer = head.consumer,
+            module = head.module,
         );
         let path = dir.join("connector.yaml");
         std::fs::write(&path, text)?;
@@ -601,10 +643,7 @@ impl Bench {
         // 2. ours, Kafka source: the same topic consumed by each engine
         if let Some(bootstrap) = kafka {
             eprintln!("ours (Kafka source): producing...");
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_nanos();
-            let server = format!("bench{nanos}");
+            let server = format!("bench{}", unique()?);
             let topic = format!("{server}.public.{}", table.split('.').nth(1).unwrap_or(""));
             let produced = produce(spec, bootstrap, &topic)?;
             for (name, folder, extra) in [
@@ -621,6 +660,17 @@ impl Bench {
                     )?,
                 );
             }
+        }
+
+        // 2b. ours on a local Fluvio cluster, the SmartModule run by its SPU, where one can run
+        let mut skipped = Vec::new();
+        match fluvio::missing() {
+            Some(why) => {
+                let name = "ours: Fluvio source, SmartModule on the SPU";
+                eprintln!("{name}: SKIPPED ({why}; README: a local Fluvio cluster)");
+                skipped.push(format!("{name}: {why}"));
+            }
+            None => contenders.push(self.fluvio_contender(spec, &table)?),
         }
 
         // 3. the ceiling: parse, Parquet, fast append; no dedup, no deletes
@@ -707,6 +757,7 @@ impl Bench {
             shape: format!("{:?}", spec.shape),
             wrapper: spec.wrapper,
             contenders,
+            skipped,
             compaction,
             limit,
         })
@@ -731,13 +782,40 @@ impl Bench {
              topics: [{topic}]\n      auto-offset-reset: earliest\n"
         );
         let cfg = self.config(&dir, &source, extra)?;
+        self.until_covered(name, &dir, &cfg, table, produced)
+    }
+
+    /// Ours on a local Fluvio cluster: the stream in a topic of its own, the SmartModule run
+    /// by the SPU (`transforms:`), the connector with `source.type: fluvio`; timed as the
+    /// Kafka contender is.
+    fn fluvio_contender(&self, spec: &StreamSpec, table: &str) -> Result<Contender> {
+        let name = "ours: Fluvio source, SmartModule on the SPU";
+        eprintln!("{name}: producing...");
+        let topic = format!("bench-{}", unique()?);
+        let cluster = fluvio::Cluster::up(&topic, &self.wasm)?;
+        let produced = cluster.produce(&self.runtime, spec)?;
+        let dir = fresh_dir(self.work.join("fluvio"))?;
+        let cfg = self.config_with(&dir, &on_the_spu(&topic), "    type: fluvio\n", "")?;
+        self.until_covered(name, &dir, &cfg, table, &produced)
+    }
+
+    /// Runs the connector of `cfg` until a table commit covers every message it was given
+    /// (a connector on a broker does not stop by itself): the time to that commit.
+    fn until_covered(
+        &self,
+        name: &str,
+        dir: &Path,
+        cfg: &Path,
+        table: &str,
+        produced: &Written,
+    ) -> Result<Contender> {
         eprintln!("{name}: consuming...");
         let messages = produced.messages as i64;
-        let config = catalog(&dir);
+        let config = catalog(dir);
         let mut last_poll = Instant::now();
         let mut done_at: Option<Instant> = None;
         let started = Instant::now();
-        let mut run = measure::run(self.connector_cmd(&cfg), || {
+        let mut run = measure::run(self.connector_cmd(cfg), || {
             if last_poll.elapsed() < Duration::from_millis(500) {
                 return false;
             }
@@ -755,7 +833,7 @@ impl Bench {
         if let Some(done) = done_at {
             run.wall = done.duration_since(started);
         }
-        let mut c = self.ours(name, &dir, table, produced, run)?;
+        let mut c = self.ours(name, dir, table, produced, run)?;
         c.note = "time to the table commit covering every message (polled every 0.5 s)".into();
         Ok(c)
     }
@@ -965,6 +1043,9 @@ fn print_table(r: &Results) {
     }
     for c in r.contenders.iter().filter(|c| !c.note.is_empty()) {
         println!("- {}: {}", c.name, c.note);
+    }
+    for s in &r.skipped {
+        println!("- SKIPPED {s}");
     }
     if let Some(l) = &r.limit {
         println!(
