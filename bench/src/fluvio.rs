@@ -109,7 +109,7 @@ impl Drop for Cluster {
         let _ = cli(&["topic", "delete", &self.topic]);
         let _ = cli(&["smartmodule", "delete", MODULE]);
         if self.started {
-            let _ = cli(&["cluster", "delete", "--local", "--force"]);
+            let _ = cli(&["cluster", "delete", "--force"]);
         }
     }
 }

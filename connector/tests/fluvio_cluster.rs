@@ -178,7 +178,7 @@ iceberg:
         .status();
     if started_cluster {
         let _ = Command::new("fluvio")
-            .args(["cluster", "delete", "--local", "--force"])
+            .args(["cluster", "delete", "--force"])
             .status();
     }
     assert_eq!(got, Some(expected));
