@@ -89,6 +89,7 @@ impl Places {
             pyiceberg_budget,
             spark_budget,
             spark_jars,
+            maintenance: MAINTENANCE_OFF.into(),
         })
     }
 }
@@ -163,6 +164,10 @@ enum Cmd {
         /// `wasm` (default) or `native`: how the connector runs the SmartModule.
         #[arg(long, default_value = "wasm")]
         engine: String,
+        /// Maintenance on, as users run it, every this often (e.g. `2m`), snapshots expired
+        /// once twice that old; off when not given.
+        #[arg(long)]
+        maintenance: Option<String>,
         #[arg(long)]
         report: Option<PathBuf>,
     },
@@ -258,23 +263,32 @@ fn main() -> Result<()> {
             places,
             png,
             engine,
+            maintenance,
             report,
         } => {
             let mut spec = stream.spec(Profile::Full)?;
             if stream.events.is_none() {
                 spec.events = 20_000_000;
             }
-            let bench = places.bench(runtime, 0, 0, PathBuf::new())?;
+            let mut bench = places.bench(runtime, 0, 0, PathBuf::new())?;
+            let upkeep = maintenance
+                .as_deref()
+                .map_or("maintenance off".into(), |m| {
+                    format!("maintenance every {m}")
+                });
+            if let Some(every) = &maintenance {
+                bench.maintenance = maintained_every(every)?;
+            }
             std::fs::create_dir_all(&bench.work)?;
             let csv = bench.work.join("soak-rss.csv");
             eprintln!(
-                "soak: {} events over {} keys into the connector's stdin...",
+                "soak: {} events over {} keys into the connector's stdin, {upkeep}...",
                 spec.events, spec.keys
             );
             let extra = format!("  smartmodule-engine: {engine}\n");
             let soak = soak::run(&bench, &spec, &csv, &extra)?;
             let title = format!(
-                "{:.0}M events over {:.1}M keys, {:?}, {engine} SmartModule: {:.0} events/s",
+                "{:.0}M events over {:.1}M keys, {:?}, {engine} SmartModule, {upkeep}: {:.0} events/s",
                 soak.events as f64 / 1e6,
                 spec.keys as f64 / 1e6,
                 spec.shape,
@@ -490,7 +504,12 @@ struct Bench {
     pyiceberg_budget: u64,
     spark_budget: u64,
     spark_jars: PathBuf,
+    /// The connector config's `maintenance:` section (two spaces in).
+    maintenance: String,
 }
+
+/// Maintenance off: the contenders are timed at merging, not at compacting.
+const MAINTENANCE_OFF: &str = "  maintenance:\n    enabled: false\n";
 
 fn catalog(dir: &Path) -> CatalogConfig {
     CatalogConfig {
@@ -535,13 +554,14 @@ impl Bench {
              \x20 dead-letter:\n    file: {dir}/dead-letter.jsonl\n\
              \x20 batch:\n    interval-ms: 1000\n    max-records: 10000000\n    max-bytes: 4GiB\n\
              \x20 tables:\n    partition-by: month(listed_on)\n\
-             \x20 maintenance:\n    enabled: false\n\
+             {maintenance}\
              \x20 smartmodules:\n    cdc-iceberg/debezium-cdc@0.1.0: {wasm}\n{extra}",
             dir = dir.display(),
             wasm = self.wasm.display(),
             topic = head.topic,
             consumer = head.consumer,
             module = head.module,
+            maintenance = self.maintenance,
         );
         let path = dir.join("connector.yaml");
         std::fs::write(&path, text)?;
@@ -1014,6 +1034,21 @@ fn budgeted(
         note,
         ..Contender::default()
     }
+}
+
+/// The `maintenance:` section that runs every table's maintenance every `every` (`90s`,
+/// `2m`: a number and `s` or `m`), expiring snapshots older than twice that.
+fn maintained_every(every: &str) -> Result<String> {
+    let (number, unit) = every.split_at(every.len().saturating_sub(1));
+    let seconds = match (number.parse::<u64>(), unit) {
+        (Ok(n), "s") => n,
+        (Ok(n), "m") => n * 60,
+        _ => bail!("--maintenance {every:?}: a number and s or m, e.g. 2m"),
+    };
+    Ok(format!(
+        "  maintenance:\n    interval: {seconds}s\n    expiry:\n      max-snapshot-age: {}s\n",
+        2 * seconds
+    ))
 }
 
 /// How long a contender on a broker may stand still before it is stopped as stuck.
