@@ -97,9 +97,10 @@ pub async fn referenced_files(table: &Table) -> Result<BTreeSet<String>, MergeEr
         .collect();
     out.extend(table.metadata_location().map(str::to_owned));
     for snapshot in table.metadata().snapshots() {
-        out.extend(crate::history::listed(Some(
-            &snapshot.summary().additional_properties,
-        )));
+        out.extend(crate::history::listed(
+            Some(&snapshot.summary().additional_properties),
+            table.metadata().location(),
+        ));
     }
     out.extend(
         table

@@ -7,17 +7,44 @@ use std::collections::HashMap;
 /// The snapshot-summary key listing the tombstone files in force.
 pub const TOMBSTONES_KEY: &str = "cdc.tombstones";
 
-/// The files a snapshot summary lists.
-pub fn listed(summary: Option<&HashMap<String, String>>) -> Vec<String> {
+/// The tombstone files a snapshot summary lists, as paths, for the table at `location`. An
+/// entry is a file's name in the table's `metadata/` folder, or (as summaries were written
+/// before 2026-12-07, and for a file elsewhere) its whole path.
+pub fn listed(summary: Option<&HashMap<String, String>>, location: &str) -> Vec<String> {
     summary
         .and_then(|s| s.get(TOMBSTONES_KEY))
         .map(|list| {
             list.split(',')
                 .filter(|p| !p.is_empty())
-                .map(str::to_owned)
+                .map(|entry| {
+                    if entry.contains('/') {
+                        entry.to_owned()
+                    } else {
+                        in_metadata(location, entry)
+                    }
+                })
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The summary's list of tombstone files at `paths`: the name of each in the table's
+/// `metadata/` folder (a hundred characters less than its path, in every snapshot the
+/// table keeps), the whole path of any other.
+pub fn listing(paths: &[String], location: &str) -> String {
+    let folder = in_metadata(location, "");
+    let entry = |path: &'_ String| -> String {
+        let name = path
+            .strip_prefix(&folder)
+            .filter(|n| !n.is_empty() && !n.contains(['/', ',']));
+        name.unwrap_or(path).to_owned()
+    };
+    paths.iter().map(entry).collect::<Vec<_>>().join(",")
+}
+
+/// The path of the file `name` in the `metadata/` folder of the table at `location`.
+pub fn in_metadata(location: &str, name: &str) -> String {
+    format!("{location}/metadata/{name}")
 }
 
 /// The newest snapshot matching `wanted` in the current snapshot's history: its chain of

@@ -833,6 +833,7 @@ async fn a_replay_after_a_restart_never_brings_a_deleted_row_back() {
         table
             .last_summary_with(iceberg_cdc_merge::table::tombstones::TOMBSTONES_KEY)
             .as_ref(),
+        table.table().metadata().location(),
     );
     assert!(
         listed.len() < iceberg_cdc_merge::table::tombstones::MAX_FILES,
@@ -893,15 +894,26 @@ async fn a_replay_after_a_restart_never_brings_a_deleted_row_back() {
         .unwrap();
     assert_eq!(applied.stale, 1);
 
-    // orphan removal keeps every tombstone file a snapshot lists
+    // the summary names the files in the table's metadata folder, where they are; orphan
+    // removal keeps every tombstone file a snapshot lists
+    let summary = table
+        .last_summary_with(iceberg_cdc_merge::table::tombstones::TOMBSTONES_KEY)
+        .unwrap();
+    let list = &summary[iceberg_cdc_merge::table::tombstones::TOMBSTONES_KEY];
+    assert!(
+        !list.is_empty() && list.split(',').all(|e| !e.contains('/')),
+        "{list}"
+    );
     let referenced = iceberg_cdc_merge::commit::referenced_files(table.table())
         .await
         .unwrap();
-    for path in iceberg_cdc_merge::table::tombstones::listed(
-        table
-            .last_summary_with(iceberg_cdc_merge::table::tombstones::TOMBSTONES_KEY)
-            .as_ref(),
-    ) {
+    let location = table.table().metadata().location();
+    for path in iceberg_cdc_merge::table::tombstones::listed(Some(&summary), location) {
+        assert!(path.starts_with(&format!("{location}/metadata/")), "{path}");
+        assert!(
+            table.table().file_io().exists(&path).await.unwrap(),
+            "{path}"
+        );
         assert!(referenced.contains(&path), "{path}");
     }
 }

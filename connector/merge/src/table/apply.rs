@@ -43,7 +43,10 @@ impl CdcTable {
         let mut list = if plan.truncate {
             Vec::new()
         } else {
-            tombstones::listed(self.last_summary_with(TOMBSTONES_KEY).as_ref())
+            tombstones::listed(
+                self.last_summary_with(TOMBSTONES_KEY).as_ref(),
+                self.table.metadata().location(),
+            )
         };
         if deleted.is_empty() {
             return Ok((list, None));
@@ -151,7 +154,8 @@ impl CdcTable {
         let now = tombstones::now_secs();
         let (tombstone_list, tombstone_file) = self.tombstone_files(&plan, now).await?;
         let consolidated = tombstone_list.len() == 1 && tombstone_file.is_some();
-        properties.insert(TOMBSTONES_KEY.to_owned(), tombstone_list.join(","));
+        let listing = tombstones::listing(&tombstone_list, self.table.metadata().location());
+        properties.insert(TOMBSTONES_KEY.to_owned(), listing);
         applied.data_files = written.len();
         applied.delete_files = delete_files.len();
         let changes = Changes {

@@ -127,7 +127,11 @@ impl CdcTable {
         self.rebuild_live().await?;
         let cutoff = self.tombstone_cutoff();
         let file_io = self.table.file_io().clone();
-        for path in tombstones::listed(self.last_summary_with(TOMBSTONES_KEY).as_ref()) {
+        let listed = tombstones::listed(
+            self.last_summary_with(TOMBSTONES_KEY).as_ref(),
+            self.table.metadata().location(),
+        );
+        for path in listed {
             for t in tombstones::read(&file_io, &path).await? {
                 let newer = match self.index.get(&t.key) {
                     None => true,

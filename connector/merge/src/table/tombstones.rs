@@ -4,13 +4,14 @@
 //!
 //! Each commit that deletes keys writes a small Parquet file of them (`key`, the delete's
 //! `lsn`, `deleted_at` in seconds) under the table's `metadata/`, and its snapshot summary
-//! lists every such file still in force (`cdc.tombstones`, comma-separated). When the list
+//! lists every such file still in force (`cdc.tombstones`, comma-separated names in that
+//! folder; every snapshot the table keeps carries the list, so it is kept short). When the list
 //! reaches [`MAX_FILES`], the commit writes one file of every tombstone the index holds
 //! instead, leaving out those older than the retention: memory and files stay bounded by the
 //! deletes of one retention period (`TableOptions::tombstone_retention`, 7 days by default:
 //! far longer than any replay window of Debezium or a consumer group).
 
-pub use crate::history::{listed, TOMBSTONES_KEY};
+pub use crate::history::{listed, listing, TOMBSTONES_KEY};
 use crate::table::key_index::Key;
 use crate::MergeError;
 use arrow_array::{Array, BinaryArray, Int64Array, RecordBatch};
@@ -70,9 +71,9 @@ pub async fn write(
     table_location: &str,
     tombstones: &[Tombstone],
 ) -> Result<String, MergeError> {
-    let path = format!(
-        "{table_location}/metadata/cdc-tombstones-{}.parquet",
-        uuid::Uuid::now_v7()
+    let path = crate::history::in_metadata(
+        table_location,
+        &format!("cdc-tombstones-{}.parquet", uuid::Uuid::now_v7()),
     );
     let keys = BinaryArray::from_iter_values(tombstones.iter().map(|t| encode(&t.key)));
     let lsns = Int64Array::from_iter_values(tombstones.iter().map(|t| t.lsn));
@@ -154,11 +155,48 @@ mod tests {
         assert_eq!(decode(&[0, 1]), None);
     }
 
+    fn summary(list: &str) -> std::collections::HashMap<String, String> {
+        std::collections::HashMap::from([(TOMBSTONES_KEY.to_owned(), list.to_owned())])
+    }
+
     #[test]
-    fn summaries_list_files() {
-        let summary =
-            std::collections::HashMap::from([(TOMBSTONES_KEY.to_owned(), "a,b".to_owned())]);
-        assert_eq!(listed(Some(&summary)), ["a", "b"]);
-        assert!(listed(None).is_empty());
+    fn summaries_list_files_by_name_in_the_metadata_folder() {
+        for location in [
+            "s3://bucket/shop/items",
+            "file:///tmp/w/shop/items",
+            "s3://b/t/",
+        ] {
+            let paths = vec![
+                crate::history::in_metadata(location, "cdc-tombstones-1.parquet"),
+                crate::history::in_metadata(location, "cdc-tombstones-2.parquet"),
+                // not in the table's metadata folder: listed whole
+                "s3://elsewhere/metadata/cdc-tombstones-3.parquet".to_owned(),
+                crate::history::in_metadata(location, "deeper/cdc-tombstones-4.parquet"),
+            ];
+            let list = listing(&paths, location);
+            assert!(
+                list.starts_with("cdc-tombstones-1.parquet,cdc-tombstones-2.parquet,s3://"),
+                "{list}"
+            );
+            assert_eq!(listed(Some(&summary(&list)), location), paths);
+        }
+        assert!(listed(None, "s3://b/t").is_empty());
+        assert!(listed(Some(&summary("")), "s3://b/t").is_empty());
+    }
+
+    #[test]
+    fn summaries_of_full_paths_are_still_read() {
+        let old =
+            "s3://b/t/metadata/cdc-tombstones-1.parquet,s3://b/t/metadata/cdc-tombstones-2.parquet";
+        assert_eq!(
+            listed(Some(&summary(old)), "s3://b/t"),
+            old.split(',').collect::<Vec<_>>()
+        );
+        // and written again as names
+        let paths = listed(Some(&summary(old)), "s3://b/t");
+        assert_eq!(
+            listing(&paths, "s3://b/t"),
+            "cdc-tombstones-1.parquet,cdc-tombstones-2.parquet"
+        );
     }
 }
