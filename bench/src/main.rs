@@ -1039,15 +1039,17 @@ fn budgeted(
 /// The `maintenance:` section that runs every table's maintenance every `every` (`90s`,
 /// `2m`: a number and `s` or `m`), expiring snapshots older than twice that.
 fn maintained_every(every: &str) -> Result<String> {
-    let (number, unit) = every.split_at(every.len().saturating_sub(1));
-    let seconds = match (number.parse::<u64>(), unit) {
-        (Ok(n), "s") => n,
-        (Ok(n), "m") => n * 60,
-        _ => bail!("--maintenance {every:?}: a number and s or m, e.g. 2m"),
+    let seconds = match (every.strip_suffix('s'), every.strip_suffix('m')) {
+        (Some(n), _) => n.parse::<u64>().ok(),
+        (_, Some(n)) => n.parse::<u64>().ok().and_then(|n| n.checked_mul(60)),
+        _ => None,
+    };
+    let Some(seconds) = seconds.filter(|s| *s > 0) else {
+        bail!("--maintenance {every:?}: a number and s or m, e.g. 2m");
     };
     Ok(format!(
         "  maintenance:\n    interval: {seconds}s\n    expiry:\n      max-snapshot-age: {}s\n",
-        2 * seconds
+        seconds.saturating_mul(2)
     ))
 }
 
