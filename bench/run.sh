@@ -5,7 +5,8 @@
 #   bash bench/run.sh quick              # about two minutes
 #   bash bench/run.sh full [options]     # 5M events over 1M keys unless options say otherwise
 #   bash bench/run.sh soak [options]     # 20M events over 1M keys into stdin, RSS sampled:
-#                                        # bench/soak-rss.png (matplotlib into tests/.venv)
+#                                        # bench/soak-rss.png (matplotlib into tests/.venv);
+#                                        # --maintenance 2m runs maintenance as users do
 #
 # Extra options go to `cdc-bench run` (e.g. --events 2200000 --keys 1000000). The report
 # lands in .work/bench-<profile>.json; the table is printed.
