@@ -806,7 +806,7 @@ impl Bench {
         let covered = || {
             self.runtime
                 .block_on(committed_messages(&config, table))
-                .unwrap_or(0)
+                .ok()
         };
         let target = produced.messages as i64 - 1;
         self.until_covered(
@@ -834,10 +834,10 @@ impl Bench {
         // the SPU numbers the records after one its SmartModule dropped as if the dropped
         // were not there (Fluvio 0.18.1), so the tables' offsets never reach the topic's
         // end: the connector's own count of committed changes says when it is done
-        let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let extra = format!("  metrics:\n    address: {metrics}\n");
+        let port = testkit::http::free_port();
+        let extra = format!("  metrics:\n    address: 127.0.0.1:{port}\n");
         let cfg = self.config_with(&dir, &on_the_spu(&topic), "    type: fluvio\n", &extra)?;
-        let covered = || committed_changes(metrics).unwrap_or(0);
+        let covered = || committed_changes(port);
         let target = produced.events as i64;
         self.until_covered(
             name,
@@ -851,9 +851,10 @@ impl Bench {
         )
     }
 
-    /// Runs the connector of `cfg` until `covered` (polled every 0.5 s) reaches `target` (a
-    /// connector on a broker does not stop by itself): the time to the poll that saw it. A
-    /// run that stops moving for [`STALLED`] is stopped and fails, saying where it stood.
+    /// Runs the connector of `cfg` until `covered` (polled every 0.5 s; `None` when it cannot
+    /// tell now) reaches `target` (a connector on a broker does not stop by itself): the time
+    /// to the poll that saw it. A run that stops moving for [`STALLED`] is stopped and fails,
+    /// saying where it stood.
     #[allow(clippy::too_many_arguments)]
     fn until_covered(
         &self,
@@ -863,7 +864,7 @@ impl Bench {
         table: &str,
         produced: &Written,
         target: i64,
-        mut covered: impl FnMut() -> i64,
+        mut covered: impl FnMut() -> Option<i64>,
         what: &str,
     ) -> Result<Contender> {
         eprintln!("{name}: consuming...");
@@ -876,7 +877,9 @@ impl Bench {
                 return false;
             }
             last_poll = Instant::now();
-            let now = covered();
+            let Some(now) = covered() else {
+                return stand.1.elapsed() >= STALLED;
+            };
             if now != stand.0 {
                 stand = (now, Instant::now());
             }
@@ -1056,20 +1059,18 @@ fn maintained_every(every: &str) -> Result<String> {
 /// How long a contender on a broker may stand still before it is stopped as stuck.
 const STALLED: Duration = Duration::from_secs(120);
 
-/// The changes the connector has committed, from its metrics endpoint at `address`
-/// (`iceberg_cdc_batch_changes`, summed over tables).
-fn committed_changes(address: std::net::SocketAddr) -> Result<i64> {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1))?;
-    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")?;
-    let mut text = String::new();
-    conn.read_to_string(&mut text)?;
-    Ok(text
+/// The changes the connector has committed, from its metrics endpoint on loopback `port`
+/// (`iceberg_cdc_batch_changes`, summed over tables); `None` while it does not answer.
+fn committed_changes(port: u16) -> Option<i64> {
+    let (200, text) = testkit::http::get(port, "/metrics")? else {
+        return None;
+    };
+    let sum: f64 = text
         .lines()
         .filter(|l| l.starts_with("iceberg_cdc_batch_changes_sum"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as i64)
+        .sum();
+    Some(sum as i64)
 }
 
 /// How many source messages the table's newest commit covers (its offsets, summed).

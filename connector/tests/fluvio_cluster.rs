@@ -4,33 +4,12 @@
 //! that it was skipped otherwise. CI has no Fluvio binaries (they are not on any registry).
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use testkit::fluvio::{cli, missing, Cluster};
 use testkit::readers::{self, PyCatalog};
 use testkit::{wasm_path, workspace};
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
-fn fluvio(args: &[&str]) -> String {
-    let out = Command::new("fluvio")
-        .args(args)
-        .output()
-        .expect("run fluvio");
-    assert!(
-        out.status.success(),
-        "fluvio {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn rows(dir: &Path) -> Option<Value> {
     let uri = format!("sqlite://{}/catalog.db", dir.display());
@@ -64,32 +43,16 @@ fn rows(dir: &Path) -> Option<Value> {
 
 #[test]
 fn products_through_a_local_fluvio_cluster() {
-    if on_path("fluvio").is_none() || on_path("fluvio-run").is_none() {
-        eprintln!(
-            "SKIPPED: `fluvio` and `fluvio-run` are not on PATH; this test needs a Fluvio cluster"
-        );
+    if let Some(why) = missing() {
+        eprintln!("SKIPPED: {why}; this test needs a Fluvio cluster");
         return;
     }
-    let started_cluster = !Command::new("fluvio")
-        .args(["topic", "list"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if started_cluster {
-        fluvio(&["cluster", "start", "--local"]);
-    }
+    let mut cluster = Cluster::up().unwrap();
     let topic = format!("cdc-test-{}", std::process::id());
-    fluvio(&["topic", "create", &topic, "-p", "2"]);
+    cluster.topic(&topic, 2).unwrap();
     let dlq = format!("{topic}-dead-letters");
-    fluvio(&["topic", "create", &dlq]);
-    let wasm = wasm_path();
-    fluvio(&[
-        "smartmodule",
-        "create",
-        "debezium-cdc",
-        "--wasm-file",
-        wasm.to_str().unwrap_or_default(),
-    ]);
-    std::thread::sleep(Duration::from_secs(3)); // a new module takes a moment to reach the SPU
+    cluster.topic(&dlq, 1).unwrap();
+    cluster.module("debezium-cdc", &wasm_path()).unwrap();
 
     // produce the sample stream with its Kafka keys, tombstones included
     let text = std::fs::read_to_string(workspace().join("tests/fixtures/products.kv")).unwrap();
@@ -169,18 +132,9 @@ iceberg:
         .status();
     let status = child.wait().unwrap();
     // the bad message went to the dead-letter topic; the consumer offsets mirror progress
-    let dead = fluvio(&["consume", &dlq, "-B", "-d"]);
-    let consumers = fluvio(&["consumer", "list"]);
-    fluvio(&["topic", "delete", &topic]);
-    fluvio(&["topic", "delete", &dlq]);
-    let _ = Command::new("fluvio")
-        .args(["smartmodule", "delete", "debezium-cdc"])
-        .status();
-    if started_cluster {
-        let _ = Command::new("fluvio")
-            .args(["cluster", "delete", "--force"])
-            .status();
-    }
+    let dead = cli(&["consume", &dlq, "-B", "-d"]).unwrap();
+    let consumers = cli(&["consumer", "list"]).unwrap();
+    drop(cluster);
     assert_eq!(got, Some(expected));
     assert!(status.success(), "connector exit: {status}");
     let raw_dead = dead.clone();

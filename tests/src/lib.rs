@@ -209,6 +209,104 @@ pub mod http {
     }
 }
 
+/// A Fluvio cluster driven by its CLI, for the test and the benchmark contender that need
+/// one: `fluvio` and `fluvio-run` on PATH (no registry has them: README, "A local Fluvio
+/// cluster"); the cluster that answers, or a local one started and removed again.
+pub mod fluvio {
+    use anyhow::{bail, Context, Result};
+    use std::path::Path;
+    use std::process::Command;
+    use std::time::Duration;
+
+    /// Why no cluster can run here, if none can.
+    pub fn missing() -> Option<String> {
+        let absent: Vec<&str> = ["fluvio", "fluvio-run"]
+            .into_iter()
+            .filter(|name| !on_path(name))
+            .collect();
+        (!absent.is_empty()).then(|| format!("{} not on PATH", absent.join(" and ")))
+    }
+
+    fn on_path(name: &str) -> bool {
+        std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
+    }
+
+    /// `fluvio ARGS`, its standard output; an error with what it said when it fails.
+    pub fn cli(args: &[&str]) -> Result<String> {
+        let out = Command::new("fluvio")
+            .args(args)
+            .output()
+            .with_context(|| format!("running fluvio {}", args.join(" ")))?;
+        if !out.status.success() {
+            bail!(
+                "fluvio {} failed: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A cluster and what was made on it: dropped, the topics and SmartModules go, and the
+    /// cluster too when it was started here.
+    pub struct Cluster {
+        started: bool,
+        topics: Vec<String>,
+        modules: Vec<String>,
+    }
+
+    impl Cluster {
+        /// The cluster answering `fluvio`, or a local one started now.
+        pub fn up() -> Result<Cluster> {
+            let started = cli(&["topic", "list"]).is_err();
+            if started {
+                cli(&["cluster", "start", "--local"])?;
+            }
+            Ok(Cluster {
+                started,
+                topics: Vec::new(),
+                modules: Vec::new(),
+            })
+        }
+
+        /// A new topic of `partitions` partitions.
+        pub fn topic(&mut self, name: &str, partitions: u32) -> Result<()> {
+            cli(&["topic", "create", name, "-p", &partitions.to_string()])?;
+            self.topics.push(name.to_owned());
+            Ok(())
+        }
+
+        /// `wasm` registered as the SmartModule `name` (one of that name from an earlier run
+        /// would stand in for this build's: it goes first).
+        pub fn module(&mut self, name: &str, wasm: &Path) -> Result<()> {
+            let wasm = wasm.to_str().context("the .wasm's path is not UTF-8")?;
+            let _ = cli(&["smartmodule", "delete", name]);
+            cli(&["smartmodule", "create", name, "--wasm-file", wasm])?;
+            self.modules.push(name.to_owned());
+            // a new module takes a moment to reach the SPU
+            std::thread::sleep(Duration::from_secs(3));
+            Ok(())
+        }
+    }
+
+    impl Drop for Cluster {
+        fn drop(&mut self) {
+            for topic in &self.topics {
+                let _ = cli(&["topic", "delete", topic]);
+            }
+            for module in &self.modules {
+                let _ = cli(&["smartmodule", "delete", module]);
+            }
+            if self.started {
+                // 0.18.1's delete has no --local
+                let _ = cli(&["cluster", "delete", "--force"]);
+            }
+        }
+    }
+}
+
 /// The independent Iceberg readers (PyIceberg and DuckDB) that `tests/run.sh` installs in
 /// `tests/.venv`, and a foreign writer (PyIceberg append).
 pub mod readers {
