@@ -21,6 +21,7 @@
 //! committed only after the table commits that make them durable, for lag monitoring.
 
 mod discovery;
+mod pending;
 mod rebalance;
 
 use super::{Chunks, Partition, Revocation, Source, SourceRecord};
@@ -28,12 +29,13 @@ use crate::config::{client_config, KafkaAssignment, KafkaSection};
 use anyhow::{anyhow, Context as _, Result};
 use discovery::Discovery;
 use futures::future::BoxFuture;
+use pending::{PartitionNames, Pending, Revoked};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use rebalance::CdcContext;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,6 +43,8 @@ use tokio::sync::mpsc;
 
 /// How long a partition's records wait to fill a chunk.
 const LINGER: Duration = Duration::from_millis(50);
+/// How long one poll of the consumer waits for a message.
+const POLL_WAIT: Duration = Duration::from_millis(100);
 /// How long a revocation waits for the sink's commits before letting go anyway.
 const REVOKE_WAIT: Duration = Duration::from_secs(120);
 
@@ -137,12 +141,12 @@ struct Shared {
     tx: mpsc::Sender<Result<Vec<SourceRecord>>>,
     revocations: mpsc::Sender<Revocation>,
     positions: Arc<Mutex<BTreeMap<Partition, i64>>>,
-    /// Records read and not yet handed over, by partition, with when the first came.
-    pending: Mutex<HashMap<Partition, (Instant, Vec<SourceRecord>)>>,
+    /// Records read and not yet handed over, by partition.
+    pending: Mutex<Pending>,
     /// Partitions taken away and not given back: messages of them that librdkafka still
     /// delivers after the revocation belong to their new owner, which reads them from the
     /// tables' positions; this member drops them.
-    revoked: Mutex<HashSet<Partition>>,
+    revoked: Revoked,
     /// Where partitions that exist at the very first start begin.
     reset: Offset,
     /// No table held a position when the run started: the partitions of the first
@@ -213,30 +217,37 @@ impl Shared {
         None
     }
 
-    /// Whether `partition` was taken away (its messages are its new owner's).
-    fn is_revoked(&self, partition: &Partition) -> bool {
-        self.revoked.lock().map_or(true, |r| r.contains(partition))
+    /// Hands over the pending records of `which` (all when `None`) that waited `waited`;
+    /// `false` when the sink is gone.
+    fn flush(&self, which: Option<&[Partition]>, waited: Duration, now: Instant) -> bool {
+        match self.pending.lock() {
+            Ok(mut pending) => {
+                let ready = pending.due(which, waited, now);
+                drop(pending);
+                self.hand_over(ready)
+            }
+            Err(_) => false,
+        }
     }
 
-    /// Hands over the pending records of `which` (all when `None`); `false` when the sink
-    /// is gone.
-    fn flush(&self, which: Option<&[Partition]>, older_than: Duration) -> bool {
-        let ready: Vec<Vec<SourceRecord>> = match self.pending.lock() {
+    /// Adds `record` (read at `now`) to the pending records and hands over what is ready:
+    /// its partition's chunk when full, any that waited [`LINGER`]. `false` when the sink is
+    /// gone.
+    fn read(&self, record: SourceRecord, chunk: usize, now: Instant) -> bool {
+        match self.pending.lock() {
             Ok(mut pending) => {
-                let keys: Vec<Partition> = pending
-                    .iter()
-                    .filter(|(p, (since, _))| {
-                        which.is_none_or(|w| w.contains(p)) && since.elapsed() >= older_than
-                    })
-                    .map(|(p, _)| p.clone())
-                    .collect();
-                keys.iter()
-                    .filter_map(|k| pending.remove(k).map(|(_, r)| r))
-                    .collect()
+                let full = pending.push(record, chunk, now);
+                let mut ready = pending.due(None, LINGER, now);
+                drop(pending);
+                ready.extend(full);
+                self.hand_over(ready)
             }
-            Err(_) => return false,
-        };
-        ready
+            Err(_) => false,
+        }
+    }
+
+    fn hand_over(&self, chunks: Vec<Vec<SourceRecord>>) -> bool {
+        chunks
             .into_iter()
             .all(|chunk| self.tx.blocking_send(Ok(chunk)).is_ok())
     }
@@ -264,8 +275,8 @@ pub fn spawn(
         tx,
         revocations: rev_tx,
         positions: positions.clone(),
-        pending: Mutex::new(HashMap::new()),
-        revoked: Mutex::new(HashSet::new()),
+        pending: Mutex::new(Pending::default()),
+        revoked: Revoked::default(),
         reset: match section.auto_offset_reset.as_str() {
             "earliest" => Offset::Beginning,
             _ => Offset::End,
@@ -333,50 +344,27 @@ fn poll_loop(
     let mut committed: BTreeMap<Partition, i64> = BTreeMap::new();
     let mut last_error: Option<(String, Instant)> = None;
     let mut names = PartitionNames::default();
-    let mut commit_checked = Instant::now();
+    let mut housekeeping = Instant::now();
     while !stop.load(Ordering::SeqCst) {
-        // a look at the durable offsets asks librdkafka's main thread for the assignment:
-        // not once per message (that thread was as busy as this one), a few times a second
-        if commit_checked.elapsed() >= COMMIT_EVERY {
-            commit_durable(&consumer, &durable, &mut committed, CommitMode::Async);
-            commit_checked = Instant::now();
-        }
-        if let Some(d) = discovery.as_mut().filter(|d| d.due()) {
-            if let Err(e) = d.run(&consumer, &shared) {
-                tracing::warn!(error = %e, "looking for new Kafka topics and partitions (retrying)");
-            }
-        }
         let polled = consumer
-            .poll(Duration::from_millis(100))
-            .map(|r| r.map(|m| (names.of(m.topic(), m.partition()), m)));
-        match polled {
-            None => {}
-            Some(Ok((p, _))) if shared.is_revoked(&p) => {}
-            Some(Ok((p, m))) => {
+            .poll(POLL_WAIT)
+            .map(|r| r.map(|m| (names.of(m.topic(), m.partition(), &shared.revoked), m)));
+        // the one look at the clock per message
+        let now = Instant::now();
+        let going = match polled {
+            Some(Ok(((partition, false), m))) => {
                 let record = SourceRecord {
-                    partition: p.clone(),
+                    partition,
                     offset: m.offset(),
                     key: m.key().map(<[u8]>::to_vec),
                     // a tombstone: no payload, as the Fluvio Kafka source presents it
                     value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                     defect: None,
                 };
-                let full = match shared.pending.lock() {
-                    Ok(mut pending) => {
-                        let entry = pending
-                            .entry(p.clone())
-                            .or_insert_with(|| (Instant::now(), Vec::new()));
-                        entry.1.push(record);
-                        (entry.1.len() >= chunk).then(|| pending.remove(&p).map(|(_, r)| r))
-                    }
-                    Err(_) => return,
-                };
-                if let Some(Some(records)) = full {
-                    if shared.tx.blocking_send(Ok(records)).is_err() {
-                        break;
-                    }
-                }
+                shared.read(record, chunk, now)
             }
+            // a message of a partition taken away: its new owner's
+            Some(Ok(((_, true), _))) | None => shared.flush(None, LINGER, now),
             Some(Err(e)) => {
                 if is_fatal(&e) {
                     let _ = shared.tx.blocking_send(Err(anyhow!("kafka: {e}")));
@@ -387,20 +375,33 @@ fn poll_loop(
                 {
                     // that partition stops; the others go on
                     tracing::error!(error = %text, "kafka: an offset being read is gone from the broker (retention overtook the reader): that partition is not read further");
-                    last_error = Some((text.clone(), Instant::now()));
+                    last_error = Some((text.clone(), now));
                 }
                 // brokers going away and coming back: librdkafka reconnects by itself
-                let repeat = last_error
-                    .as_ref()
-                    .is_some_and(|(t, at)| *t == text && at.elapsed() < Duration::from_secs(10));
+                let repeat = last_error.as_ref().is_some_and(|(t, at)| {
+                    *t == text && now.saturating_duration_since(*at) < Duration::from_secs(10)
+                });
                 if !repeat {
                     tracing::warn!(error = %text, "kafka (retrying)");
-                    last_error = Some((text, Instant::now()));
+                    last_error = Some((text, now));
+                }
+                shared.flush(None, LINGER, now)
+            }
+        };
+        if !going {
+            break;
+        }
+        // a look at the durable offsets asks librdkafka's main thread for the assignment:
+        // not once per message (that thread was as busy as this one), a few times a second;
+        // new topics and partitions are looked for at the same beat
+        if now.saturating_duration_since(housekeeping) >= COMMIT_EVERY {
+            commit_durable(&consumer, &durable, &mut committed, CommitMode::Async);
+            if let Some(d) = discovery.as_mut().filter(|d| d.due()) {
+                if let Err(e) = d.run(&consumer, &shared) {
+                    tracing::warn!(error = %e, "looking for new Kafka topics and partitions (retrying)");
                 }
             }
-        }
-        if !shared.flush(None, LINGER) {
-            break;
+            housekeeping = now;
         }
     }
     // the group's offsets are for monitoring: their last commit goes out without holding up
@@ -415,26 +416,6 @@ fn poll_loop(
 
 /// How often the polling thread commits the durable offsets that moved to the group.
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
-
-/// The partition of the message just polled: the one before it, mostly (a name is made
-/// only when the topic or the partition changes).
-#[derive(Default)]
-struct PartitionNames {
-    last: Option<(String, i32, Partition)>,
-}
-
-impl PartitionNames {
-    fn of(&mut self, topic: &str, partition: i32) -> Partition {
-        match &self.last {
-            Some((t, n, p)) if t == topic && *n == partition => p.clone(),
-            _ => {
-                let p = Partition::kafka(topic, partition);
-                self.last = Some((topic.to_owned(), partition, p.clone()));
-                p
-            }
-        }
-    }
-}
 
 /// How long a stopping source waits for its polling thread and consumer to finish.
 const CLOSE_WAIT: Duration = Duration::from_secs(10);

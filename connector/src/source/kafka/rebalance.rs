@@ -56,10 +56,9 @@ impl CdcContext {
             "partitions revoked: committing open batches first"
         );
         // what was read of them goes first, then the sink commits and answers
-        self.0.flush(Some(&partitions), Duration::ZERO);
-        if let Ok(mut revoked) = self.0.revoked.lock() {
-            revoked.extend(partitions.iter().cloned());
-        }
+        self.0
+            .flush(Some(&partitions), Duration::ZERO, std::time::Instant::now());
+        self.0.revoked.take_away(&partitions);
         let (done, answered) = std::sync::mpsc::sync_channel(1);
         if self
             .0
@@ -88,11 +87,7 @@ impl CdcContext {
             assigned.push(p);
         }
         self.0.started.store(true, Ordering::SeqCst);
-        if let Ok(mut revoked) = self.0.revoked.lock() {
-            for p in &assigned {
-                revoked.remove(p);
-            }
-        }
+        self.0.revoked.give_back(&assigned);
         tracing::info!(?assigned, "partitions assigned");
         if let Err(e) = consumer.assign(&at) {
             tracing::error!(error = %e, "positioning the assigned partitions failed");
