@@ -991,6 +991,54 @@ mod tests {
         assert_eq!(renewals(&metrics), 2);
     }
 
+    /// A call whose records fit an instance one at a time but not together fails whole, on
+    /// a fresh instance too: its records then go through one by one, none refused, and what
+    /// comes out is what the native engine gives.
+    #[test]
+    fn a_call_too_big_together_goes_record_by_record() {
+        let spec = testkit::stream::Spec {
+            events: 60,
+            keys: 60,
+            mix: (100, 0, 0),
+            shape: testkit::stream::Shape::Products,
+            ..Default::default()
+        };
+        // three creates, each with a description of 1.2 MiB: one call of three (under
+        // BYTES_PER_CALL), more than the instance holds at once
+        let mut call: Vec<SourceRecord> = generated(&spec, 0).into_iter().take(3).collect();
+        for r in &mut call {
+            let mut event: serde_json::Value =
+                serde_json::from_slice(&r.value).expect("a generated event");
+            event["payload"]["after"]["description"] = "d".repeat(1_200_000).into();
+            r.value = serde_json::to_vec(&event).expect("JSON");
+        }
+        assert_eq!(calls(&call).len(), 1, "one call");
+        let native = Chain::native(&our_step(), Metrics::new())
+            .expect("the native engine")
+            .apply(&call)
+            .expect("the native chain");
+        let metrics = Metrics::new();
+        // one such record fits 12 MiB, three need more than 16 MiB (measured): between them
+        let mut chain = Chain::with_memory(&[our_step()], metrics.clone(), 14 << 20)
+            .expect("the .wasm (smartmodule/build-wasm.sh)");
+        let out = chain
+            .apply(&call)
+            .expect("no failure for one record's sake");
+        let decoded = |out: Vec<Emitted>| -> Vec<(i64, CdcRecord)> {
+            out.into_iter()
+                .map(|mut r| (r.offset, r.decode().expect("a CDC record")))
+                .collect()
+        };
+        let (out, native) = (decoded(out), decoded(native));
+        assert_eq!(out.len(), 3);
+        assert!(
+            out.iter().all(|r| matches!(r.1, CdcRecord::Change(_))),
+            "none refused"
+        );
+        assert_eq!(out, native);
+        // the instance that failed, the fresh one the whole call failed on again
+        assert!(renewals(&metrics) >= 2, "{}", renewals(&metrics));
+    }
     #[test]
     fn a_chunk_takes_its_bytes_of_the_room_ahead_at_least_one_unit_at_most_all() {
         let all = u32::try_from(AHEAD_BYTES / AHEAD_UNIT).unwrap();

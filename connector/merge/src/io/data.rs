@@ -140,7 +140,14 @@ impl<T> Future for Aborting<T> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         std::pin::Pin::new(&mut self.0).poll(cx).map(|joined| {
-            joined.unwrap_or_else(|e| Err(MergeError::io(format!("a file writer stopped: {e}"))))
+            joined.unwrap_or_else(|e| {
+                Err(if e.is_panic() {
+                    // a bug, met again on the same rows: the table's error, not a retry
+                    MergeError::arrow(format!("a file writer panicked: {e}"))
+                } else {
+                    MergeError::io(format!("a file writer stopped: {e}"))
+                })
+            })
         })
     }
 }
@@ -385,6 +392,9 @@ mod tests {
     async fn a_writer_that_panics_is_an_error_not_a_crash() {
         let jobs: Vec<Job> = vec![Box::pin(async { panic!("a bug in an encoder") })];
         let err = side_by_side(jobs).await.expect_err("the panic as an error");
-        assert!(err.to_string().contains("a file writer stopped"), "{err}");
+        assert!(err.to_string().contains("a file writer panicked"), "{err}");
+        assert!(err.to_string().contains("a bug in an encoder"), "{err}");
+        // the same rows would meet the same bug: the table stops, nothing retries it
+        assert_eq!(err.class(), crate::ErrorClass::Table);
     }
 }
