@@ -453,6 +453,9 @@ struct Contender {
     latency_ms_p99: Option<u64>,
     commits: usize,
     peak_rss_mb: f64,
+    /// CPU seconds of the contender's process and of the whole machine over its run (`None`
+    /// where the figure is a window its own script timed).
+    cpu: Option<measure::Cpu>,
     bytes_written_per_input_byte: f64,
     reopen_s: Option<f64>,
     index_bytes_per_key: Option<f64>,
@@ -610,6 +613,7 @@ impl Bench {
             latency_ms_p99: percentile(&ages, 99.0),
             commits: commits.len(),
             peak_rss_mb: run.peak_rss as f64 / 1e6,
+            cpu: Some(run.cpu),
             bytes_written_per_input_byte: bytes_under(&dir.join("warehouse")) as f64
                 / written.bytes as f64,
             reopen_s: Some(reopen),
@@ -716,6 +720,7 @@ impl Bench {
             events_per_s: written.events as f64 / seconds,
             mb_per_s: written.bytes as f64 / seconds / 1e6,
             peak_rss_mb: run.peak_rss as f64 / 1e6,
+            cpu: Some(run.cpu),
             bytes_written_per_input_byte: bytes_under(&dir.join("warehouse")) as f64
                 / written.bytes as f64,
             commits: facts.snapshots,
@@ -1110,13 +1115,13 @@ fn print_table(r: &Results) {
         if r.wrapper { " with schemas" } else { "" }
     );
     println!(
-        "| contender | events | events/s | MB/s | commit p50/p99 ms | latency p50/p99 ms | peak RSS MB | commits | bytes out/in | reopen s | index B/key | table = model |"
+        "| contender | events | events/s | MB/s | commit p50/p99 ms | latency p50/p99 ms | peak RSS MB | CPU s: it/machine | commits | bytes out/in | reopen s | index B/key | table = model |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
     for c in &r.contenders {
         println!(
-            "| {} | {} | {:.0} | {:.1} | {}/{} | {}/{} | {:.0} | {} | {:.2} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.1} | {}/{} | {}/{} | {:.0} | {} | {} | {:.2} | {} | {} | {} |",
             c.name,
             c.events,
             c.events_per_s,
@@ -1126,6 +1131,10 @@ fn print_table(r: &Results) {
             opt(c.latency_ms_p50),
             opt(c.latency_ms_p99),
             c.peak_rss_mb,
+            c.cpu.map_or("-".into(), |u| format!(
+                "{:.1}/{:.1}",
+                u.contender_s, u.machine_s
+            )),
             c.commits,
             c.bytes_written_per_input_byte,
             c.reopen_s.map_or("-".into(), |s| format!("{s:.2}")),

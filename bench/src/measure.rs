@@ -1,5 +1,6 @@
-//! Measuring a contender: a child process's wall time and peak RSS (its `VmHWM`, sampled
-//! until it exits), commit latencies from the connector's log, and what a table holds.
+//! Measuring a contender: a child process's wall time, peak RSS (its `VmHWM`, sampled until
+//! it exits) and CPU time beside the whole machine's, commit latencies from the connector's
+//! log, and what a table holds.
 
 use anyhow::{bail, Context, Result};
 use futures::TryStreamExt;
@@ -18,6 +19,9 @@ use testkit::stream::Versions as Model;
 pub struct Finished {
     pub wall: Duration,
     pub peak_rss: u64,
+    /// CPU seconds (user + system) of the child, and of every process on the machine, from its
+    /// start to its end or to when `stop` first said so, whichever came first.
+    pub cpu: Cpu,
     pub stderr: String,
     pub stdout: String,
 }
@@ -33,9 +37,62 @@ pub fn vm_status(pid: u32, field: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// CPU seconds spent by a contender and, in the same window, by the whole machine (the
+/// contender, a broker it reads, the benchmark's own polls, anything else running).
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Cpu {
+    pub contender_s: f64,
+    pub machine_s: f64,
+}
+
+/// `/proc` counts CPU time in USER_HZ ticks, 100 a second on every Linux ABI.
+const TICKS_PER_S: f64 = 100.0;
+
+/// User + system CPU seconds of process `pid` (its threads included), from `/proc/PID/stat`.
+pub fn process_cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    cpu_of_stat(&stat)
+}
+
+/// utime + stime of a `/proc/PID/stat` line: fields 14 and 15, counted after the command
+/// name's closing parenthesis (the name itself may hold spaces and parentheses).
+fn cpu_of_stat(stat: &str) -> Option<f64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / TICKS_PER_S)
+}
+
+/// Busy CPU seconds of the whole machine since boot, all cores, from `/proc/stat`'s first
+/// line (everything but idle and iowait).
+pub fn machine_cpu_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    busy_of_proc_stat(&stat)
+}
+
+fn busy_of_proc_stat(stat: &str) -> Option<f64> {
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .map(|t| t.parse())
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // user nice system idle iowait irq softirq steal (guest time is already in user)
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    Some(busy as f64 / TICKS_PER_S)
+}
+
 /// Runs `cmd` to its end (or until `stop` says so, then SIGTERM), sampling its peak RSS.
 pub fn run(mut cmd: Command, mut stop: impl FnMut() -> bool) -> Result<Finished> {
     let started = Instant::now();
+    let machine_at_start = machine_cpu_s().unwrap_or(0.0);
     let mut child: Child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -57,14 +114,27 @@ pub fn run(mut cmd: Command, mut stop: impl FnMut() -> bool) -> Result<Finished>
     });
     let mut peak = 0;
     let mut stopping = false;
+    let mut cpu = Cpu::default();
+    let sample = |cpu: &mut Cpu| {
+        if let Some(s) = process_cpu_s(pid) {
+            cpu.contender_s = s;
+        }
+        if let Some(s) = machine_cpu_s() {
+            cpu.machine_s = s - machine_at_start;
+        }
+    };
     let status = loop {
         if let Some(hwm) = vm_status(pid, "VmHWM") {
             peak = peak.max(hwm);
+        }
+        if !stopping {
+            sample(&mut cpu);
         }
         if let Some(status) = child.try_wait()? {
             break status;
         }
         if !stopping && stop() {
+            sample(&mut cpu);
             stopping = true;
             Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
@@ -81,6 +151,7 @@ pub fn run(mut cmd: Command, mut stop: impl FnMut() -> bool) -> Result<Finished>
     Ok(Finished {
         wall,
         peak_rss: peak,
+        cpu,
         stderr,
         stdout,
     })
@@ -252,5 +323,18 @@ mod tests {
                    x DEBUG committed table=b records=1 commit_ms=7 age_ms=998";
         assert_eq!(commit_field(log, "commit_ms"), [41, 7]);
         assert_eq!(commit_field(log, "age_ms"), [1002, 998]);
+    }
+
+    #[test]
+    fn cpu_of_proc_files() {
+        // a command name with a space and a parenthesis; utime 250, stime 50 ticks
+        let stat = "4242 (cdc (sink) x) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 50 0 0 20 0 7 0";
+        assert_eq!(cpu_of_stat(stat), Some(3.0));
+        assert_eq!(cpu_of_stat("4242 (short) S 1"), None);
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let proc_stat =
+            "cpu  1000 20 300 90000 500 10 20 50 0 0\ncpu0 500 10 150 45000 250 5 10 25 0 0\n";
+        assert_eq!(busy_of_proc_stat(proc_stat), Some(14.0));
+        assert_eq!(busy_of_proc_stat("intr 1 2 3\n"), None);
     }
 }
