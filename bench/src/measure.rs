@@ -92,7 +92,7 @@ fn busy_of_proc_stat(stat: &str) -> Option<f64> {
 /// Runs `cmd` to its end (or until `stop` says so, then SIGTERM), sampling its peak RSS.
 pub fn run(mut cmd: Command, mut stop: impl FnMut() -> bool) -> Result<Finished> {
     let started = Instant::now();
-    let machine_at_start = machine_cpu_s().unwrap_or(0.0);
+    let machine_at_start = machine_cpu_s();
     let mut child: Child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -115,26 +115,23 @@ pub fn run(mut cmd: Command, mut stop: impl FnMut() -> bool) -> Result<Finished>
     let mut peak = 0;
     let mut stopping = false;
     let mut cpu = Cpu::default();
-    let sample = |cpu: &mut Cpu| {
-        if let Some(s) = process_cpu_s(pid) {
-            cpu.contender_s = s;
-        }
-        if let Some(s) = machine_cpu_s() {
-            cpu.machine_s = s - machine_at_start;
-        }
-    };
     let status = loop {
         if let Some(hwm) = vm_status(pid, "VmHWM") {
             peak = peak.max(hwm);
         }
+        // the CPU figures stop where the timed window does: at the exit or at `stop`
         if !stopping {
-            sample(&mut cpu);
+            if let Some(s) = process_cpu_s(pid) {
+                cpu.contender_s = s;
+            }
+            if let (Some(start), Some(now)) = (machine_at_start, machine_cpu_s()) {
+                cpu.machine_s = now - start;
+            }
         }
         if let Some(status) = child.try_wait()? {
             break status;
         }
         if !stopping && stop() {
-            sample(&mut cpu);
             stopping = true;
             Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
