@@ -90,6 +90,7 @@ impl Places {
             spark_budget,
             spark_jars,
             maintenance: MAINTENANCE_OFF.into(),
+            rounds: 1,
         })
     }
 }
@@ -150,6 +151,10 @@ enum Cmd {
         /// The folder of Iceberg's Spark runtime jars (tests/kafka.sh's upstream_install).
         #[arg(long, default_value = ".work/upstream/spark")]
         spark_jars: PathBuf,
+        /// Rounds of the native file and Kafka contenders, run alternately, that the Kafka /
+        /// file ratio is the median of (default: 1 for the quick profile, 3 for the full).
+        #[arg(long)]
+        rounds: Option<u32>,
     },
     /// The memory soak: a long stream generated into the connector's stdin, its RSS sampled
     /// every second; a CSV of the samples and a PNG of them.
@@ -334,9 +339,10 @@ fn main() -> Result<()> {
             pyiceberg_budget,
             spark_budget,
             spark_jars,
+            rounds,
         } => {
             let spec = stream.spec(profile)?;
-            let bench = places.bench(
+            let mut bench = places.bench(
                 runtime,
                 pyiceberg_budget.unwrap_or(match profile {
                     Profile::Quick => 20,
@@ -348,6 +354,10 @@ fn main() -> Result<()> {
                 }),
                 std::path::absolute(&spark_jars)?,
             )?;
+            bench.rounds = rounds.unwrap_or(match profile {
+                Profile::Quick => 1,
+                Profile::Full => 3,
+            });
             let results = bench.run_all(&spec, kafka.as_deref())?;
             let text = serde_json::to_string_pretty(&results)?;
             if let Some(path) = report {
@@ -509,7 +519,12 @@ struct Bench {
     spark_jars: PathBuf,
     /// The connector config's `maintenance:` section (two spaces in).
     maintenance: String,
+    /// How many times the native file and Kafka contenders run, alternately.
+    rounds: u32,
 }
+
+/// The connector config line that runs the SmartModule's code compiled in (two spaces in).
+const NATIVE: &str = "  smartmodule-engine: native\n";
 
 /// Maintenance off: the contenders are timed at merging, not at compacting.
 const MAINTENANCE_OFF: &str = "  maintenance:\n    enabled: false\n";
@@ -652,17 +667,14 @@ impl Bench {
         contenders.push(ours);
 
         // 1b. the same with the SmartModule's code compiled in (smartmodule-engine: native)
-        let dir = fresh_dir(self.work.join("native"))?;
-        let cfg = self.config(&dir, &source, "  smartmodule-engine: native\n")?;
-        eprintln!("ours (file source, native SmartModule)...");
-        let run = measure::run(self.connector_cmd(&cfg), || false)?;
-        contenders.push(self.ours(
-            "ours: file source, native SmartModule",
-            &dir,
-            &table,
-            &written,
-            run,
-        )?);
+        let native_file = |name: &str| -> Result<Contender> {
+            let dir = fresh_dir(self.work.join("native"))?;
+            let cfg = self.config(&dir, &source, NATIVE)?;
+            eprintln!("{name}...");
+            let run = measure::run(self.connector_cmd(&cfg), || false)?;
+            self.ours(name, &dir, &table, &written, run)
+        };
+        contenders.push(native_file("ours: file source, native SmartModule")?);
 
         // 2. ours, Kafka source: the same topic consumed by each engine
         if let Some(bootstrap) = kafka {
@@ -670,19 +682,33 @@ impl Bench {
             let server = format!("bench{}", unique()?);
             let topic = format!("{server}.public.{}", table.split('.').nth(1).unwrap_or(""));
             let produced = produce(spec, bootstrap, &topic)?;
+            let native_kafka = "ours: Kafka source (Apache Kafka), native SmartModule";
             for (name, folder, extra) in [
                 ("ours: Kafka source (Apache Kafka)", "kafka", ""),
-                (
-                    "ours: Kafka source (Apache Kafka), native SmartModule",
-                    "kafka-native",
-                    "  smartmodule-engine: native\n",
-                ),
+                (native_kafka, "kafka-native", NATIVE),
             ] {
                 contenders.push(
                     self.kafka_contender(
                         name, folder, extra, bootstrap, &topic, &table, &produced,
                     )?,
                 );
+            }
+            // 2a. the native pair again, file then Kafka, round after round: this machine's
+            // speed drifts by tens of percent within minutes (BENCHMARKS.md), so the two
+            // sources are compared round by round, each round's two runs side by side
+            for round in 2..=self.rounds {
+                let name = format!("ours: file source, native SmartModule (round {round})");
+                contenders.push(native_file(&name)?);
+                let name = format!("{native_kafka} (round {round})");
+                contenders.push(self.kafka_contender(
+                    &name,
+                    "kafka-native",
+                    NATIVE,
+                    bootstrap,
+                    &topic,
+                    &table,
+                    &produced,
+                )?);
             }
         }
 
@@ -1187,6 +1213,44 @@ fn print_table(r: &Results) {
     }
 }
 
+/// The Kafka / file ratio of each round of the native pair (`--rounds`), and their median;
+/// `None` with fewer than two rounds.
+fn kafka_rounds(contenders: &[Contender]) -> Option<(Vec<f64>, f64)> {
+    let rate = |name: &str| {
+        contenders
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.events_per_s)
+    };
+    let mut each = Vec::new();
+    for round in 1.. {
+        let suffix = match round {
+            1 => String::new(),
+            n => format!(" (round {n})"),
+        };
+        let file = rate(&format!("ours: file source, native SmartModule{suffix}"));
+        let kafka = rate(&format!(
+            "ours: Kafka source (Apache Kafka), native SmartModule{suffix}"
+        ));
+        match (file, kafka) {
+            (Some(f), Some(k)) if f > 0.0 => each.push(k / f),
+            _ => break,
+        }
+    }
+    if each.len() < 2 {
+        return None;
+    }
+    let mut sorted = each.clone();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    let median = if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    };
+    Some((each, median))
+}
+
 /// The ratios the targets are stated in, from this run's figures.
 fn ratios(r: &Results) -> Vec<String> {
     let rate = |prefix: &str| {
@@ -1255,5 +1319,59 @@ fn ratios(r: &Results) -> Vec<String> {
         r.limit.as_ref().map(|l| l.events_per_s),
         "none: where we stand",
     );
+    if let Some((each, median)) = kafka_rounds(&r.contenders) {
+        let each: Vec<String> = each.iter().map(|x| format!("{x:.2}x")).collect();
+        let line = format!(
+            "Kafka source / file source, native SmartModule both, {} rounds side by side: {}; median {median:.2}x (target >= 0.8x)",
+            each.len(),
+            each.join(", ")
+        );
+        // beside the first round's ratio
+        let at = out
+            .iter()
+            .position(|l| l.starts_with("Kafka source / file source, native"))
+            .map_or(out.len(), |i| i + 1);
+        out.insert(at, line);
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contender(name: &str, events_per_s: f64) -> Contender {
+        Contender {
+            name: name.into(),
+            events_per_s,
+            ..Contender::default()
+        }
+    }
+
+    #[test]
+    fn the_kafka_ratio_is_taken_round_by_round() {
+        let file = "ours: file source, native SmartModule";
+        let kafka = "ours: Kafka source (Apache Kafka), native SmartModule";
+        let mut c = vec![
+            contender("ours: file source", 10.0),
+            contender(file, 100.0),
+            contender("ours: Kafka source (Apache Kafka)", 10.0),
+            contender(kafka, 60.0),
+        ];
+        // one round: the plain ratio says it all
+        assert!(kafka_rounds(&c).is_none());
+        c.push(contender(&format!("{file} (round 2)"), 80.0));
+        c.push(contender(&format!("{kafka} (round 2)"), 72.0));
+        let (each, median) = kafka_rounds(&c).expect("two rounds");
+        assert_eq!(each, vec![0.6, 0.9]);
+        assert!((median - 0.75).abs() < 1e-9);
+        c.push(contender(&format!("{file} (round 3)"), 50.0));
+        c.push(contender(&format!("{kafka} (round 3)"), 40.0));
+        let (each, median) = kafka_rounds(&c).expect("three rounds");
+        assert_eq!(each.len(), 3);
+        assert!((median - 0.8).abs() < 1e-9);
+        // a round whose Kafka run is missing ends the count there
+        c.push(contender(&format!("{file} (round 4)"), 50.0));
+        assert_eq!(kafka_rounds(&c).map(|(e, _)| e.len()), Some(3));
+    }
 }
