@@ -526,6 +526,18 @@ struct Bench {
 /// The connector config line that runs the SmartModule's code compiled in (two spaces in).
 const NATIVE: &str = "  smartmodule-engine: native\n";
 
+/// The native pair that `--rounds` runs again, by the names of their first round.
+const NATIVE_FILE: &str = "ours: file source, native SmartModule";
+const NATIVE_KAFKA: &str = "ours: Kafka source (Apache Kafka), native SmartModule";
+
+/// A contender's name in `round` of the native pair (the first round's is the plain name).
+fn in_round(name: &str, round: u32) -> String {
+    match round {
+        1 => name.to_owned(),
+        n => format!("{name} (round {n})"),
+    }
+}
+
 /// Maintenance off: the contenders are timed at merging, not at compacting.
 const MAINTENANCE_OFF: &str = "  maintenance:\n    enabled: false\n";
 
@@ -674,7 +686,7 @@ impl Bench {
             let run = measure::run(self.connector_cmd(&cfg), || false)?;
             self.ours(name, &dir, &table, &written, run)
         };
-        contenders.push(native_file("ours: file source, native SmartModule")?);
+        contenders.push(native_file(NATIVE_FILE)?);
 
         // 2. ours, Kafka source: the same topic consumed by each engine
         if let Some(bootstrap) = kafka {
@@ -682,10 +694,9 @@ impl Bench {
             let server = format!("bench{}", unique()?);
             let topic = format!("{server}.public.{}", table.split('.').nth(1).unwrap_or(""));
             let produced = produce(spec, bootstrap, &topic)?;
-            let native_kafka = "ours: Kafka source (Apache Kafka), native SmartModule";
             for (name, folder, extra) in [
                 ("ours: Kafka source (Apache Kafka)", "kafka", ""),
-                (native_kafka, "kafka-native", NATIVE),
+                (NATIVE_KAFKA, "kafka-native", NATIVE),
             ] {
                 contenders.push(
                     self.kafka_contender(
@@ -697,11 +708,9 @@ impl Bench {
             // speed drifts by tens of percent within minutes (BENCHMARKS.md), so the two
             // sources are compared round by round, each round's two runs side by side
             for round in 2..=self.rounds {
-                let name = format!("ours: file source, native SmartModule (round {round})");
-                contenders.push(native_file(&name)?);
-                let name = format!("{native_kafka} (round {round})");
+                contenders.push(native_file(&in_round(NATIVE_FILE, round))?);
                 contenders.push(self.kafka_contender(
-                    &name,
+                    &in_round(NATIVE_KAFKA, round),
                     "kafka-native",
                     NATIVE,
                     bootstrap,
@@ -1224,14 +1233,8 @@ fn kafka_rounds(contenders: &[Contender]) -> Option<(Vec<f64>, f64)> {
     };
     let mut each = Vec::new();
     for round in 1.. {
-        let suffix = match round {
-            1 => String::new(),
-            n => format!(" (round {n})"),
-        };
-        let file = rate(&format!("ours: file source, native SmartModule{suffix}"));
-        let kafka = rate(&format!(
-            "ours: Kafka source (Apache Kafka), native SmartModule{suffix}"
-        ));
+        let file = rate(&in_round(NATIVE_FILE, round));
+        let kafka = rate(&in_round(NATIVE_KAFKA, round));
         match (file, kafka) {
             (Some(f), Some(k)) if f > 0.0 => each.push(k / f),
             _ => break,
@@ -1264,75 +1267,73 @@ fn ratios(r: &Results) -> Vec<String> {
         .iter()
         .find(|c| c.name == "ours: file source")
         .map(|c| c.events_per_s);
-    let mut out = Vec::new();
-    let mut ratio = |what: &str, a: Option<f64>, b: Option<f64>, target: &str| {
-        if let (Some(a), Some(b)) = (a, b) {
-            out.push(format!("{what}: {:.2}x (target {target})", a / b));
-        }
+    let ratio = |what: &str, a: Option<f64>, b: Option<f64>, target: &str| {
+        let (a, b) = (a?, b?);
+        Some(format!("{what}: {:.2}x (target {target})", a / b))
     };
-    ratio(
+    let mut out = Vec::new();
+    out.extend(ratio(
         "ours / append-only ceiling",
         ours,
         rate("ceiling"),
         ">= 0.8x",
-    );
-    ratio(
+    ));
+    out.extend(ratio(
         "ours, native SmartModule / append-only ceiling",
-        rate("ours: file source, native"),
+        rate(NATIVE_FILE),
         rate("ceiling"),
         ">= 0.8x",
-    );
-    ratio("ours / Spark MERGE INTO", ours, rate("Spark"), ">= 20x");
-    ratio(
-        "ours, native SmartModule / Spark MERGE INTO",
-        rate("ours: file source, native"),
+    ));
+    out.extend(ratio(
+        "ours / Spark MERGE INTO",
+        ours,
         rate("Spark"),
         ">= 20x",
-    );
-    ratio(
+    ));
+    out.extend(ratio(
+        "ours, native SmartModule / Spark MERGE INTO",
+        rate(NATIVE_FILE),
+        rate("Spark"),
+        ">= 20x",
+    ));
+    out.extend(ratio(
         "ours / PyIceberg upsert()",
         ours,
         rate("PyIceberg"),
         ">= 100x at the full profile",
-    );
-    ratio(
+    ));
+    out.extend(ratio(
         "Kafka source / file source",
         rate("ours: Kafka"),
         ours,
         ">= 0.8x",
-    );
-    ratio(
+    ));
+    out.extend(ratio(
         "Kafka source / file source, native SmartModule both",
-        rate("ours: Kafka source (Apache Kafka), native"),
-        rate("ours: file source, native"),
+        rate(NATIVE_KAFKA),
+        rate(NATIVE_FILE),
         ">= 0.8x",
-    );
-    ratio(
+    ));
+    out.extend(kafka_rounds(&r.contenders).map(|(each, median)| {
+        let each: Vec<String> = each.iter().map(|x| format!("{x:.2}x")).collect();
+        format!(
+            "Kafka source / file source, native SmartModule both, {} rounds side by side: {}; median {median:.2}x (target >= 0.8x)",
+            each.len(),
+            each.join(", ")
+        )
+    }));
+    out.extend(ratio(
         "Fluvio source (SmartModule on the SPU) / file source",
         rate("ours: Fluvio"),
         ours,
         "none: where we stand",
-    );
-    ratio(
+    ));
+    out.extend(ratio(
         "ours / physical limit",
         ours,
         r.limit.as_ref().map(|l| l.events_per_s),
         "none: where we stand",
-    );
-    if let Some((each, median)) = kafka_rounds(&r.contenders) {
-        let each: Vec<String> = each.iter().map(|x| format!("{x:.2}x")).collect();
-        let line = format!(
-            "Kafka source / file source, native SmartModule both, {} rounds side by side: {}; median {median:.2}x (target >= 0.8x)",
-            each.len(),
-            each.join(", ")
-        );
-        // beside the first round's ratio
-        let at = out
-            .iter()
-            .position(|l| l.starts_with("Kafka source / file source, native"))
-            .map_or(out.len(), |i| i + 1);
-        out.insert(at, line);
-    }
+    ));
     out
 }
 
@@ -1350,8 +1351,7 @@ mod tests {
 
     #[test]
     fn the_kafka_ratio_is_taken_round_by_round() {
-        let file = "ours: file source, native SmartModule";
-        let kafka = "ours: Kafka source (Apache Kafka), native SmartModule";
+        let (file, kafka) = (NATIVE_FILE, NATIVE_KAFKA);
         let mut c = vec![
             contender("ours: file source", 10.0),
             contender(file, 100.0),
